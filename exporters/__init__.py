@@ -1,0 +1,1 @@
+"""Exporters: the trained encoder to ONNX and dataset features to HDF5."""

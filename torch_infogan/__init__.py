@@ -1,0 +1,36 @@
+"""torch-infogan: InfoGAN's interpretable latent codes as a plug-in for any PyTorch GAN."""
+
+from torch_infogan.codes import (
+    Bernoulli,
+    Categorical,
+    Code,
+    Gaussian,
+    Uniform,
+    format_codes,
+    get_code,
+    list_codes,
+    parse_codes,
+    register_code,
+)
+from torch_infogan.errors import InfoGANError
+from torch_infogan.qhead import QHead
+from torch_infogan.regularizer import InfoRegularizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bernoulli",
+    "Categorical",
+    "Code",
+    "Gaussian",
+    "InfoGANError",
+    "InfoRegularizer",
+    "QHead",
+    "Uniform",
+    "__version__",
+    "format_codes",
+    "get_code",
+    "list_codes",
+    "parse_codes",
+    "register_code",
+]

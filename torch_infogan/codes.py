@@ -1,0 +1,316 @@
+"""Latent code distributions for InfoGAN and the registry that names them."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from torch_infogan.errors import InfoGANError
+
+_REGISTRY: dict[str, type["Code"]] = {}
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def register_code(name: str) -> Callable[[type["Code"]], type["Code"]]:
+    """Class decorator that registers a code distribution under ``name`` (refuses duplicates)."""
+
+    def wrap(cls: type[Code]) -> type[Code]:
+        if name in _REGISTRY:
+            raise InfoGANError(f"a code named {name!r} is already registered ({_REGISTRY[name].__name__})")
+        if not name.isidentifier():
+            raise InfoGANError(f"code name {name!r} must be an identifier")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_codes() -> list[str]:
+    """Names of the registered code distributions, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_code(name: str, **cfg) -> "Code":
+    """Build the registered code ``name`` with keyword configuration ``cfg``."""
+    if name not in _REGISTRY:
+        raise InfoGANError(f"unknown code {name!r}; registered codes: {', '.join(list_codes())}")
+    try:
+        return _REGISTRY[name](**cfg)
+    except TypeError as exc:
+        raise InfoGANError(f"bad options for code {name!r}: {exc}") from None
+
+
+def parse_codes(spec: str) -> list["Code"]:
+    """Parse a spec such as ``"cat:10,unif:2:weight=0.5"`` into code objects.
+
+    Each comma-separated token is ``name[:positional][:key=value]...``; the positional value is the
+    code's main size (classes for ``cat``, dimensions for the others).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InfoGANError(f"empty code spec; write tokens like 'cat:10,unif:2' (registered codes: {', '.join(list_codes())})")
+    codes = []
+    for token in spec.split(","):
+        token = token.strip()
+        parts = token.split(":")
+        name = parts[0]
+        if name not in _REGISTRY:
+            raise InfoGANError(
+                f"bad code spec token {token!r}: unknown code {name!r}; registered codes: {', '.join(list_codes())}"
+            )
+        cls = _REGISTRY[name]
+        kwargs: dict[str, object] = {}
+        for i, part in enumerate(parts[1:]):
+            if "=" in part:
+                key, _, raw = part.partition("=")
+            elif i == 0:
+                key, raw = cls.positional, part
+            else:
+                raise InfoGANError(f"bad code spec token {token!r}: expected key=value, got {part!r}")
+            kwargs[key] = _convert(cls, key, raw, token)
+        codes.append(get_code(name, **kwargs))
+    return codes
+
+
+def format_codes(codes: list["Code"]) -> str:
+    """The spec string of ``codes``; ``parse_codes(format_codes(c))`` rebuilds equal codes."""
+    return ",".join(code.spec() for code in codes)
+
+
+def _convert(cls: type["Code"], key: str, raw: str, token: str) -> object:
+    params = inspect.signature(cls.__init__).parameters
+    if key not in params or key == "self":
+        options = [p for p in params if p != "self"]
+        raise InfoGANError(f"bad code spec token {token!r}: {cls.name!r} has no option {key!r} (options: {', '.join(options)})")
+    default = params[key].default
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(raw)
+            return value
+        return raw
+    except ValueError:
+        raise InfoGANError(f"bad code spec token {token!r}: {key}={raw!r} is not a valid {type(default).__name__}") from None
+
+
+class Code:
+    """Base class: a prior over one latent code and the Q-side likelihood used for its MI bound.
+
+    Subclasses set ``input_dim`` (width fed to G), ``param_dim`` (width of Q's raw output for this
+    code) and implement ``sample``, ``encode``, ``nll``, ``entropy``, ``posterior`` and ``traversal``.
+    """
+
+    name = "code"
+    positional = "dim"
+    input_dim: int
+    param_dim: int
+
+    def __init__(self, weight: float = 1.0):
+        if not weight >= 0:
+            raise InfoGANError(f"code weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+
+    # -- configuration -------------------------------------------------------------------------
+    def config(self) -> dict[str, object]:
+        """Constructor arguments that rebuild this code."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k) for k in params if k != "self"}
+
+    def spec(self) -> str:
+        """This code as one spec token (options left out where they hold their default)."""
+        params = inspect.signature(type(self).__init__).parameters
+        cfg = self.config()
+        parts = [self.name, str(cfg[self.positional])]
+        for key, value in cfg.items():
+            if key == self.positional or value == params[key].default:
+                continue
+            parts.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+        return ":".join(parts)
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.config() == other.config()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()!r})"
+
+    # -- distribution interface ----------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """``n`` draws from the prior: long ``[n]`` for categorical codes, float ``[n, dim]`` otherwise."""
+        raise NotImplementedError
+
+    def encode(self, value: torch.Tensor) -> torch.Tensor:
+        """The generator's input for ``value``: float ``[n, input_dim]``."""
+        return value.float()
+
+    def nll(self, q_params: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood ``-log Q(c|x)`` per sample ``[n]`` from Q's raw outputs ``[n, param_dim]``."""
+        raise NotImplementedError
+
+    def entropy(self) -> torch.Tensor:
+        """The prior's entropy H(c) in nats (a scalar tensor)."""
+        raise NotImplementedError
+
+    def posterior(self, q_params: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Q's posterior parameters as plain tensors (probabilities, or mean and std)."""
+        raise NotImplementedError
+
+    def traversal(self, steps: int = 10) -> torch.Tensor:
+        """Values to sweep in pictures: every class, or ``steps`` points from -2 to 2."""
+        return torch.linspace(-2.0, 2.0, steps)
+
+    def discrete(self) -> bool:
+        """True for codes whose traversal lists all of their values (one grid row each)."""
+        return False
+
+
+@register_code("cat")
+class Categorical(Code):
+    """Uniform categorical code over ``k`` classes, fed to G one-hot; Q outputs ``k`` logits."""
+
+    positional = "k"
+
+    def __init__(self, k: int = 10, weight: float = 1.0):
+        super().__init__(weight)
+        if k < 2:
+            raise InfoGANError(f"a categorical code needs k >= 2, got {k}")
+        self.k = int(k)
+        self.input_dim = self.k
+        self.param_dim = self.k
+
+    def sample(self, n, generator=None, device=None):
+        return torch.randint(0, self.k, (n,), generator=generator, device=device)
+
+    def encode(self, value):
+        return F.one_hot(value.long(), self.k).float()
+
+    def nll(self, q_params, value):
+        return F.cross_entropy(q_params.float(), value.long(), reduction="none")
+
+    def entropy(self):
+        return torch.tensor(math.log(self.k))
+
+    def posterior(self, q_params):
+        return {"probs": torch.softmax(q_params.float(), dim=1)}
+
+    def traversal(self, steps: int = 10):
+        return torch.arange(self.k)
+
+    def discrete(self):
+        return True
+
+
+class _Continuous(Code):
+    """Shared Gaussian-likelihood Q side of continuous codes: fixed std, or a learned, clamped one."""
+
+    def __init__(self, dim: int, weight: float, std: float, learn_std: bool, min_std: float):
+        super().__init__(weight)
+        if dim < 1:
+            raise InfoGANError(f"a continuous code needs dim >= 1, got {dim}")
+        if not (std > 0 and min_std > 0):
+            raise InfoGANError(f"std and min_std must be > 0, got std={std}, min_std={min_std}")
+        self.dim = int(dim)
+        self.std = float(std)
+        self.learn_std = bool(learn_std)
+        self.min_std = float(min_std)
+        self.input_dim = self.dim
+        self.param_dim = 2 * self.dim if self.learn_std else self.dim
+
+    def _mean_std(self, q_params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q_params = q_params.float()
+        mean = q_params[:, : self.dim]
+        if self.learn_std:
+            # softplus keeps std positive with a smooth gradient; the floor stops the bound exploding.
+            std = F.softplus(q_params[:, self.dim :]) + self.min_std
+        else:
+            std = torch.full_like(mean, self.std)
+        return mean, std
+
+    def nll(self, q_params, value):
+        mean, std = self._mean_std(q_params)
+        z = (value.float() - mean) / std
+        return (0.5 * z.pow(2) + std.log() + 0.5 * _LOG_2PI).sum(dim=1)
+
+    def posterior(self, q_params):
+        mean, std = self._mean_std(q_params)
+        return {"mean": mean, "std": std}
+
+
+@register_code("unif")
+class Uniform(_Continuous):
+    """Continuous code uniform on ``[low, high]`` per dimension (the paper's rotation/width codes)."""
+
+    def __init__(self, dim: int = 1, low: float = -1.0, high: float = 1.0, weight: float = 1.0,
+                 std: float = 1.0, learn_std: bool = False, min_std: float = 0.05):
+        super().__init__(dim, weight, std, learn_std, min_std)
+        if not high > low:
+            raise InfoGANError(f"uniform code needs high > low, got low={low}, high={high}")
+        self.low = float(low)
+        self.high = float(high)
+
+    def sample(self, n, generator=None, device=None):
+        u = torch.rand(n, self.dim, generator=generator, device=device)
+        return self.low + (self.high - self.low) * u
+
+    def entropy(self):
+        return torch.tensor(self.dim * math.log(self.high - self.low))
+
+
+@register_code("gauss")
+class Gaussian(_Continuous):
+    """Continuous code with a standard normal prior per dimension."""
+
+    def __init__(self, dim: int = 1, weight: float = 1.0, std: float = 1.0, learn_std: bool = False,
+                 min_std: float = 0.05):
+        super().__init__(dim, weight, std, learn_std, min_std)
+
+    def sample(self, n, generator=None, device=None):
+        return torch.randn(n, self.dim, generator=generator, device=device)
+
+    def entropy(self):
+        return torch.tensor(self.dim * 0.5 * (1.0 + _LOG_2PI))
+
+
+@register_code("bern")
+class Bernoulli(Code):
+    """Binary code, each of ``dim`` bits 1 with probability ``p``; Q outputs one logit per bit."""
+
+    def __init__(self, dim: int = 1, p: float = 0.5, weight: float = 1.0):
+        super().__init__(weight)
+        if dim < 1 or not 0.0 < p < 1.0:
+            raise InfoGANError(f"bernoulli code needs dim >= 1 and 0 < p < 1, got dim={dim}, p={p}")
+        self.dim = int(dim)
+        self.p = float(p)
+        self.input_dim = self.dim
+        self.param_dim = self.dim
+
+    def sample(self, n, generator=None, device=None):
+        probs = torch.full((n, self.dim), self.p, device=device)
+        return torch.bernoulli(probs, generator=generator)
+
+    def nll(self, q_params, value):
+        return F.binary_cross_entropy_with_logits(q_params.float(), value.float(), reduction="none").sum(dim=1)
+
+    def entropy(self):
+        p = self.p
+        return torch.tensor(-self.dim * (p * math.log(p) + (1 - p) * math.log(1 - p)))
+
+    def posterior(self, q_params):
+        return {"probs": torch.sigmoid(q_params.float())}
+
+    def traversal(self, steps: int = 10):
+        return torch.tensor([0.0, 1.0])
+
+    def discrete(self):
+        return True
