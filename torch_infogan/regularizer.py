@@ -59,6 +59,14 @@ class InfoRegularizer:
         self._bounds: dict[str, float] | None = None
         self._bound_tensors: torch.Tensor | None = None
 
+    def __getstate__(self):
+        # Copies (``copy.deepcopy`` of an attached discriminator) leave the per-step tensors behind.
+        state = dict(self.__dict__)
+        for key in ("_latent", "_codes", "_features", "_input", "_bound_tensors"):
+            state[key] = None
+        state["_mode"] = "idle"
+        return state
+
     # -- configuration -------------------------------------------------------------------------
     @property
     def spec(self) -> str:

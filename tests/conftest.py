@@ -1,0 +1,22 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST_10K = ROOT / "torch_infogan" / "data" / "mnist-10k"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def mnist_10k():
+    """The embedded real digits as (images float [N,1,28,28] in [0,1], labels long [N])."""
+    from torch_infogan.data.idx import read_idx
+
+    images = torch.from_numpy(read_idx(MNIST_10K / "images-idx3-ubyte.gz").copy()).float().div_(255).unsqueeze(1)
+    labels = torch.from_numpy(read_idx(MNIST_10K / "labels-idx1-ubyte.gz").copy()).long()
+    return images, labels

@@ -1,0 +1,259 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from torch_infogan import InfoGANError, InfoRegularizer, list_codes, get_code
+from torch_infogan.models import DCGAN_TAP, build_dcgan
+
+
+def _setup(spec="cat:10,unif:2", **kwargs):
+    info = InfoRegularizer(spec, noise_dim=16, **kwargs)
+    G, D = build_dcgan(info.latent_dim)
+    info.attach(D, DCGAN_TAP, example=torch.rand(2, 1, 28, 28))
+    return info, G, D
+
+
+def _grad_norm(params):
+    return sum(float(p.grad.abs().sum()) for p in params if p.grad is not None)
+
+
+def test_default_routing_trains_g_trunk_and_q():
+    info, G, D = _setup()
+    latent, codes = info.sample(8)
+    D(G(latent))
+    info.loss(codes).backward()
+    assert _grad_norm(G.parameters()) > 0
+    assert _grad_norm(D.trunk.parameters()) > 0
+    assert _grad_norm(D.info_q.parameters()) > 0
+    assert D.head.weight.grad is None  # the real/fake head is not on the MI path
+
+
+def test_excluded_trunk_gets_no_gradient_but_g_and_q_do():
+    info, G, D = _setup(train_trunk=False)
+    latent, codes = info.sample(8)
+    D(G(latent))
+    stats = {k: v.clone() for k, v in D.trunk.state_dict().items()}
+    info.loss(codes).backward()
+    assert all(p.grad is None for p in D.trunk.parameters())
+    assert _grad_norm(G.parameters()) > 0
+    assert _grad_norm(D.info_q.parameters()) > 0
+    for key, value in D.trunk.state_dict().items():  # the extra trunk forward leaves running stats alone
+        torch.testing.assert_close(value, stats[key])
+
+
+def test_attached_discriminator_can_be_deep_copied():
+    info, G, D = _setup()
+    latent, codes = info.sample(4)
+    D(G(latent))
+    info.loss(codes)
+    twin = copy.deepcopy(D)
+    for (k, a), (_, b) in zip(D.state_dict().items(), twin.state_dict().items()):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", list_codes())
+def test_every_registered_code_trains_g_through_the_regularizer(name):
+    code = get_code(name)
+    info = InfoRegularizer([code], noise_dim=8)
+    G, D = build_dcgan(info.latent_dim)
+    info.attach(D, DCGAN_TAP, example=torch.rand(2, 1, 28, 28))
+    latent, codes = info.sample(4)
+    assert latent.shape == (4, 8 + code.input_dim)
+    D(G(latent))
+    loss = info.loss(codes)
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert _grad_norm(G.parameters()) > 0
+    assert list(info.bounds()) == info.keys
+
+
+def test_loss_refuses_features_of_real_or_detached_images():
+    info, G, D = _setup()
+    latent, codes = info.sample(4)
+    fake = G(latent)
+    with pytest.raises(InfoGANError, match="forward on G\\(latent\\)"):
+        info.loss(codes)  # no forward at all
+    D(torch.rand(4, 1, 28, 28))
+    with pytest.raises(InfoGANError, match="forward on G\\(latent\\)"):
+        info.loss(codes)  # only real images so far
+    D(fake.detach())
+    with pytest.raises(InfoGANError, match="forward on G\\(latent\\)"):
+        info.loss(codes)
+    D(fake)
+    D(torch.rand(4, 1, 28, 28))  # a later forward on real images does not replace the generated features
+    info.loss(codes)
+    latent2, codes2 = info.sample(4)
+    with pytest.raises(InfoGANError, match="forward on G\\(latent\\)"):
+        info.loss(codes2)  # a new sample needs its own forward
+    with pytest.raises(InfoGANError, match="latest sample"):
+        info.loss(codes)
+
+
+def test_loss_uses_the_generated_forward_features():
+    info, G, D = _setup()
+    D.eval(); G.eval()
+    latent, codes = info.sample(6)
+    fake = G(latent)
+    D(fake)
+    loss = info.loss(codes)
+    with torch.no_grad():
+        features = D.trunk(fake.detach())
+        q = D.info_q(features)
+    expected = torch.nn.functional.cross_entropy(q[:, :10], codes["cat0"]) - torch.log(torch.tensor(10.0))
+    mean = q[:, 10:12]
+    expected = expected + (0.5 * (codes["unif1"] - mean).pow(2) + 0.5 * torch.log(torch.tensor(2 * torch.pi))).sum(1).mean() \
+        - 2 * torch.log(torch.tensor(2.0))
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bounds_are_entropy_minus_nll():
+    info, G, D = _setup()
+    latent, codes = info.sample(16)
+    D(G(latent))
+    loss = info.loss(codes)
+    bounds = info.bounds()
+    assert list(bounds) == ["cat0", "unif1"]
+    assert all(b <= h + 1e-6 for b, h in zip(bounds.values(), info.entropies().values()))
+    assert -sum(bounds.values()) == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_weights_scale_the_loss():
+    info, G, D = _setup("cat:10:weight=2.0")
+    latent, codes = info.sample(8)
+    D(G(latent))
+    loss = info.loss(codes)
+    assert float(loss) == pytest.approx(-2.0 * info.bounds()["cat0"], rel=1e-5)
+
+
+def test_attach_twice_raises_and_remove_restores():
+    info = InfoRegularizer("cat:10,unif:2", noise_dim=16)
+    G, D = build_dcgan(info.latent_dim)
+    images = torch.rand(8, 1, 28, 28)
+    before_state = {k: v.clone() for k, v in D.state_dict().items()}
+    D.eval()
+    before_out = D(images)
+    D.train()
+    info.attach(D, DCGAN_TAP, example=images[:2])
+    assert any(k.startswith("info_q.") for k in D.state_dict())
+    q_params = {id(p) for p in D.info_q.parameters()}
+    assert q_params <= {id(p) for p in D.parameters()}  # an optimizer over D.parameters() covers Q
+    with pytest.raises(InfoGANError, match="already attached"):
+        info.attach(D, DCGAN_TAP, example=images[:2])
+    with pytest.raises(InfoGANError, match="already has"):
+        InfoRegularizer("cat:10").attach(D, DCGAN_TAP, example=images[:2])
+    latent, codes = info.sample(4)
+    D(G(latent))
+    info.loss(codes)
+    D.train()
+    assert info.remove() is D
+    D.load_state_dict(before_state)  # the training forward above moved running stats; parameters untouched
+    assert set(D.state_dict()) == set(before_state)
+    D.eval()
+    torch.testing.assert_close(D(images), before_out)
+    assert not hasattr(D, "info_q")
+    info.attach(D, DCGAN_TAP, example=images[:2])  # attachable again after remove
+
+
+def test_attach_alone_does_not_change_the_discriminator():
+    info = InfoRegularizer("cat:10", noise_dim=4)
+    _, D = build_dcgan(info.latent_dim)
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    info.attach(D, DCGAN_TAP, example=torch.rand(4, 1, 28, 28))
+    after = {k: v for k, v in D.state_dict().items() if not k.startswith("info_q.")}
+    for key in before:
+        torch.testing.assert_close(after[key], before[key])
+    info.remove()
+    assert set(D.state_dict()) == set(before)
+
+
+def test_bad_attach_arguments():
+    info = InfoRegularizer("cat:10", noise_dim=4)
+    _, D = build_dcgan(info.latent_dim)
+    with pytest.raises(InfoGANError, match="no layer 'nope'"):
+        info.attach(D, "nope", example=torch.rand(2, 1, 28, 28))
+    with pytest.raises(InfoGANError, match="example"):
+        info.attach(D, DCGAN_TAP)
+    with pytest.raises(InfoGANError, match="Sequential"):
+        info.attach(nn.Sequential(nn.Flatten(), nn.Linear(784, 1)), "1", example=torch.rand(2, 1, 28, 28))
+    with pytest.raises(InfoGANError, match="not attached"):
+        info.remove()
+
+
+def test_attach_by_module_object():
+    info = InfoRegularizer("cat:10", noise_dim=4)
+    _, D = build_dcgan(info.latent_dim)
+    info.attach(D, D.trunk.features, example=torch.rand(2, 1, 28, 28))
+    assert info.layer_name == DCGAN_TAP
+
+
+def test_tapping_before_an_inplace_activation_sees_the_pre_activation_values():
+    # bn_fc is followed by LeakyReLU(inplace=True), which overwrites bn_fc's output tensor.
+    info = InfoRegularizer("cat:10", noise_dim=4)
+    G, D = build_dcgan(info.latent_dim)
+    info.attach(D, "trunk.bn_fc", example=torch.rand(2, 1, 28, 28))
+    D.eval(); G.eval()
+    images = torch.rand(5, 1, 28, 28)
+    params, features = info.q_params(images, return_features=True)
+    with torch.no_grad():
+        h = images
+        for name, layer in D.trunk.named_children():
+            h = layer(h.clone())
+            if name == "bn_fc":
+                break
+    torch.testing.assert_close(features, h)
+    assert (features < 0).any()  # the leaky activation would have scaled these
+    latent, codes = info.sample(3)
+    D(G(latent))
+    info.loss(codes).backward()  # no in-place autograd error
+
+
+def test_batch_size_one_keeps_the_batch_axis():
+    info, G, D = _setup()
+    out = info.infer(torch.rand(1, 1, 28, 28))
+    assert out["cat0"]["probs"].shape == (1, 10)
+    assert out["unif1"]["mean"].shape == (1, 2)
+    G.eval(); D.eval()
+    latent, codes = info.sample(1)
+    D(G(latent))
+    assert info.loss(codes).shape == ()
+
+
+def test_infer_leaves_training_mode_and_probabilities_sum_to_one():
+    info, G, D = _setup()
+    D.train()
+    out = info.infer(torch.rand(7, 1, 28, 28))
+    assert D.training
+    torch.testing.assert_close(out["cat0"]["probs"].sum(1), torch.ones(7))
+    assert (out["unif1"]["std"] == 1.0).all()
+
+
+def test_mi_term_is_float32_under_bf16_autocast():
+    info, G, D = _setup()
+    latent, codes = info.sample(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        D(G(latent))
+        loss = info.loss(codes)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert _grad_norm(G.parameters()) > 0
+
+
+def test_concatenated_batch_is_not_mistaken_for_the_generated_one():
+    info, G, D = _setup()
+    latent, codes = info.sample(4)
+    D(torch.cat([torch.rand(4, 1, 28, 28), G(latent)]))
+    with pytest.raises(InfoGANError):
+        info.loss(codes)
+
+
+def test_latent_layout_and_seeded_sampling():
+    info = InfoRegularizer("cat:10,unif:2", noise_dim=62)
+    latent, codes = info.sample(5, generator=torch.Generator().manual_seed(1))
+    assert latent.shape == (5, 74) and info.latent_dim == 74
+    assert torch.equal(latent[:, 62:72].argmax(1), codes["cat0"])
+    assert torch.equal(latent[:, 72:], codes["unif1"])
+    assert latent[:, :62].abs().max() <= 1
+    again, _ = info.sample(5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(latent, again)
