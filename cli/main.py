@@ -1,16 +1,166 @@
-"""The ``infogan`` command: train, evaluate and draw pictures."""
+"""The ``infogan`` command: train, evaluate, sample and traverse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
+
+from torch_infogan.cli._options import Checkpoint, Data, DataRoot, Device, Quiet, Seed, Split, progress_bar, user_errors
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Train InfoGAN models and inspect what their latent codes learned.")
 
 
-@app.callback()
-def main() -> None:
-    """Train InfoGAN models and inspect what their latent codes learned."""
+@app.command(no_args_is_help=False)
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/infogan"),
+    preset: Annotated[str, typer.Option(help="mnist (default, tuned), paper-mnist (the paper's exact recipe), svhn, celeba, chairs.")] = "mnist",
+    data: Annotated[Optional[str], typer.Option("--data", help="mnist-10k (embedded), idx:PATH, folder:PATH, mnist, fashion-mnist, svhn or celeba.")] = None,
+    data_root: DataRoot = None,
+    download: Annotated[bool, typer.Option(help="Let torchvision download a missing dataset (needs network).")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
+    codes: Annotated[Optional[str], typer.Option(help="Latent codes, e.g. 'cat:10,unif:2'.")] = None,
+    noise_dim: Annotated[Optional[int], typer.Option(help="Width of the noise z.")] = None,
+    lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate.")] = None,
+    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator (and Q) learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size.")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Training iterations.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Training length in epochs (overrides --iterations).")] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast (MI terms stay fp32).")] = "fp32",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the training step.")] = False,
+    log_every: Annotated[Optional[int], typer.Option(help="Log metrics every N iterations.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train the DCGAN reference with InfoGAN codes; write checkpoint, metrics, pictures and a report."""
+    with user_errors():
+        from torch_infogan.training import preset_config, train as run_training
+
+        config = preset_config(preset, data=data, data_root=str(data_root) if data_root else None,
+                               download=download, limit=limit, codes=codes, noise_dim=noise_dim, lr_g=lr_g,
+                               lr_d=lr_d, batch_size=batch_size, iterations=iterations, epochs=epochs, seed=seed,
+                               device=device, precision=precision, compile=compile, log_every=log_every)
+        bar = None
+
+        def progress(step: int, total: int, record: dict) -> None:
+            nonlocal bar
+            if quiet:
+                return
+            if bar is None:
+                bar = progress_bar(total, quiet, "train")
+            bar.update(step - bar.n)
+            bar.set_postfix({"D": f"{record['loss_d']:.2f}", "G": f"{record['loss_g']:.2f}",
+                             **{k: f"{v:.2f}" for k, v in record["mi"].items()}})
+
+        try:
+            result = run_training(config, out, progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
+    typer.echo(f"trained {result.steps} iterations in {result.seconds:.0f} s ({result.images_per_second:.0f} images/s)")
+    if result.evaluation:
+        for key, scores in result.evaluation["codes"].items():
+            typer.echo(f"{key}: accuracy {scores['accuracy']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}")
+    typer.echo(f"wrote {result.out}/: {', '.join(p.name for p in result.files)}")
+    typer.echo(f"next: infogan evaluate {result.checkpoint} --data {config.data}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Checkpoint,
+    data: Data = "mnist-10k",
+    data_root: DataRoot = None,
+    split: Split = "train",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for confusion-matrix pictures.")] = None,
+    device: Device = "cpu",
+    seed: Seed = 0,
+) -> None:
+    """Accuracy (Hungarian-matched), NMI and ARI of each categorical code against the labels; MI bounds."""
+    with user_errors():
+        from torch_infogan.checkpoint import load_checkpoint
+        from torch_infogan.data import load_data
+        from torch_infogan.evaluation import check_image_shape, evaluate as run_evaluation, format_table
+        from torch_infogan.pictures import plot_confusion
+        from torch_infogan.training import resolve_device
+
+        ckpt = load_checkpoint(checkpoint, resolve_device(device))
+        dataset = load_data(data, data_root, split)
+        check_image_shape(dataset, ckpt.config["image_shape"])
+        result = run_evaluation(ckpt.generator, ckpt.info, dataset, ckpt.config.get("normalization", "unit"), seed=seed)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            for key, scores in result["codes"].items():
+                plot_confusion(scores["confusion"], out / f"confusion_{key}.png", f"{key}: accuracy {scores['accuracy']:.3f}")
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(format_table(result))
+
+
+@app.command()
+def sample(
+    checkpoint: Checkpoint,
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("samples.png"),
+    n: Annotated[int, typer.Option("-n", help="Number of samples (a square grid).")] = 100,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """A grid of samples from a checkpoint's generator."""
+    with user_errors():
+        from torch_infogan.checkpoint import load_checkpoint
+        from torch_infogan.pictures import sample_grid
+        from torch_infogan.training import resolve_device
+
+        _check_folder(out.parent)
+        ckpt = load_checkpoint(checkpoint, resolve_device(device))
+        sample_grid(ckpt.generator, ckpt.info, out, n=n, seed=seed)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def traverse(
+    checkpoint: Checkpoint,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the traversal PNGs.")] = Path("traversals"),
+    code: Annotated[Optional[str], typer.Option(help="Code key (e.g. cat0, unif1); all codes when left out.")] = None,
+    steps: Annotated[int, typer.Option(help="Values per continuous sweep (-2 to 2).")] = 10,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """Latent traversals in the paper's Figure 2 form, one PNG per code (and continuous dimension)."""
+    with user_errors():
+        from torch_infogan.checkpoint import load_checkpoint
+        from torch_infogan.errors import InfoGANError
+        from torch_infogan.pictures import traversal_grid, traversal_names
+        from torch_infogan.training import resolve_device
+
+        ckpt = load_checkpoint(checkpoint, resolve_device(device))
+        names = traversal_names(ckpt.info)
+        if code is not None:
+            names = [t for t in names if t[0] == code]
+            if not names:
+                raise InfoGANError(f"no code {code!r} in this checkpoint; its codes: {', '.join(ckpt.info.keys)}")
+        out.mkdir(parents=True, exist_ok=True)
+        written = [traversal_grid(ckpt.generator, ckpt.info, key, out / f"{stem}.png", dim=d, steps=steps, seed=seed)
+                   for key, d, stem in names]
+    typer.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+def _check_folder(folder: Path) -> None:
+    from torch_infogan.errors import InfoGANError
+
+    if not folder.is_dir():
+        raise InfoGANError(f"folder does not exist: {folder}")
 
 
 def run() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,101 @@
+"""The `infogan` command end to end on a slice of mnist-10k, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from torch_infogan.checkpoint import load_checkpoint
+from torch_infogan.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = runner.invoke(app, ["train", "--out", str(out), "--limit", "256", "--iterations", "6",
+                                 "--batch-size", "32", "--log-every", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_train_writes_every_output(trained):
+    out, output = trained
+    for name in ["checkpoint.safetensors", "metrics.jsonl", "samples.png", "traversal_cat0.png",
+                 "traversal_unif1_0.png", "traversal_unif1_1.png", "mi_bounds.png", "report.md",
+                 "evaluation.json", "confusion_cat0.png"]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6]
+    assert set(records[-1]["mi"]) == {"cat0", "unif1"}
+    assert "next: infogan evaluate" in output
+
+
+def test_checkpoint_reloads_in_a_fresh_process(trained):
+    out, _ = trained
+    code = (
+        "import sys, torch; from torch_infogan.checkpoint import load_checkpoint\n"
+        f"c = load_checkpoint({str(out / 'checkpoint.safetensors')!r})\n"
+        "torch.manual_seed(0); z, _ = c.info.sample(4)\n"
+        "print(c.step, c.info.spec, float(c.generator(z).detach().sum()))\n"
+    )
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    ckpt = load_checkpoint(out / "checkpoint.safetensors")
+    torch.manual_seed(0)
+    z, _ = ckpt.info.sample(4)
+    assert fresh == [str(ckpt.step), ckpt.info.spec, str(float(ckpt.generator(z).detach().sum()))]
+    assert ckpt.step == 6 and ckpt.info.spec == "cat:10,unif:2:weight=0.5"
+    assert set(ckpt.optimizer_state) == {"d", "g"}
+    assert ckpt.optimizer_state["d"]["state"]
+
+
+def test_evaluate_matches_the_end_of_training(trained):
+    out, _ = trained
+    result = runner.invoke(app, ["evaluate", str(out / "checkpoint.safetensors"), "--json"])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.output)
+    at_training = json.loads((out / "evaluation.json").read_text())
+    for key in ("accuracy", "nmi", "ari"):
+        assert evaluated["codes"]["cat0"][key] == pytest.approx(at_training["codes"]["cat0"][key], abs=1e-9)
+    assert evaluated["bounds"] == pytest.approx(at_training["bounds"], abs=1e-5)
+    table = runner.invoke(app, ["evaluate", str(out / "checkpoint.safetensors")])
+    assert "accuracy" in table.output and "cat0" in table.output
+
+
+def test_sample_and_traverse(trained, tmp_path):
+    out, _ = trained
+    ckpt = str(out / "checkpoint.safetensors")
+    assert runner.invoke(app, ["sample", ckpt, "-o", str(tmp_path / "s.png"), "-n", "16"]).exit_code == 0
+    assert (tmp_path / "s.png").is_file()
+    result = runner.invoke(app, ["traverse", ckpt, "-o", str(tmp_path / "t"), "--code", "unif1"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["traversal_unif1_0.png", "traversal_unif1_1.png"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "torch_infogan.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "nosuchset"], "unknown dataset 'nosuchset'"),
+    (["train", "--codes", "cat:10,foo:2"], "bad code spec token 'foo:2'"),
+    (["train", "--data", "idx:/no/such/folder"], "IDX folder not found"),
+    (["evaluate", "/no/such/checkpoint.safetensors"], "checkpoint not found"),
+    (["train", "--preset", "nope"], "unknown preset 'nope'"),
+])
+def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
+    proc = _cli(*args, *(["--out", str(tmp_path / "o")] if args[0] == "train" else []))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_no_arguments_shows_help():
+    proc = _cli()
+    assert "train" in proc.stdout + proc.stderr and "evaluate" in proc.stdout + proc.stderr

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import torch
+
+from torch_infogan import InfoRegularizer
+from torch_infogan.data import ImageData
+from torch_infogan.evaluation import evaluate
+from torch_infogan.metrics import ari, cluster_scores, contingency, nmi
+
+
+def test_permuted_labels_score_perfectly():
+    labels = np.random.default_rng(0).integers(0, 10, 1000)
+    perm = np.random.default_rng(1).permutation(10)
+    scores = cluster_scores(perm[labels], labels, 10)
+    assert scores["accuracy"] == 1.0 and scores["nmi"] == pytest.approx(1.0) and scores["ari"] == pytest.approx(1.0)
+    assert scores["mapping"] == {int(perm[i]): i for i in range(10)}
+    assert scores["merged"] == []
+
+
+def test_random_and_merged_clusters():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 20000)
+    random = cluster_scores(rng.integers(0, 10, 20000), labels, 10)
+    assert random["accuracy"] < 0.15 and random["nmi"] < 0.01 and abs(random["ari"]) < 0.01
+    merged = labels.copy()
+    merged[merged == 9] = 4  # the classic 4/9 merge
+    scores = cluster_scores(merged, labels, 10)
+    assert scores["accuracy"] == pytest.approx(1 - min((labels == 9).mean(), (labels == 4).mean()))
+    assert [4, 9] in scores["merged"]
+
+
+def test_nmi_and_ari_against_known_values():
+    # Values from scikit-learn for this classic example.
+    table = contingency(np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1, 2, 2, 2]))
+    assert nmi(table) == pytest.approx(0.7336804366512111, abs=1e-9)
+    assert ari(contingency(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 2]))) == pytest.approx(0.5714285714285714)
+
+
+class _LabelOracle(torch.nn.Module):
+    """A 'discriminator' whose tapped features are a permutation of the label one-hot, so Q can read it."""
+
+    def __init__(self, perm):
+        super().__init__()
+        self.perm = perm
+        self.features = torch.nn.Identity()
+
+    def forward(self, images):
+        label = images[:, 0, 0, 0].mul(255).round().long()
+        return self.features(torch.nn.functional.one_hot(self.perm[label], 10).float() * 10)
+
+
+def test_evaluate_a_q_that_permutes_the_labels_gives_accuracy_one():
+    perm = torch.randperm(10)
+    labels = torch.randint(0, 10, (500,))
+    images = labels.view(-1, 1, 1, 1).expand(-1, 1, 4, 4).to(torch.uint8)
+    disc = _LabelOracle(perm)
+    info = InfoRegularizer("cat:10", noise_dim=2, q_hidden=0).attach(disc, "features", in_features=10)
+    with torch.no_grad():
+        info.q.net[0].weight.copy_(torch.eye(10))
+        info.q.net[0].bias.zero_()
+    generator = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Unflatten(1, (1, 4, 4)))
+    result = evaluate(generator, info, ImageData(images, labels, "synthetic"))
+    assert result["codes"]["cat0"]["accuracy"] == 1.0
+    assert result["codes"]["cat0"]["mapping"] == {int(perm[i]): i for i in range(10)}

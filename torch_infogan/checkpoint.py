@@ -1,0 +1,143 @@
+"""Checkpoints: one safetensors file holding G, D (with Q), optimizer state and a JSON config."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from torch_infogan.errors import InfoGANError
+from torch_infogan.models import build_models
+from torch_infogan.regularizer import InfoRegularizer
+
+FORMAT = "torch-infogan.checkpoint"
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: rebuilt models (in eval mode), the attached regularizer and the config."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    info: InfoRegularizer
+    config: dict
+    step: int
+    optimizer_state: dict[str, dict] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def save_checkpoint(path: str | Path, generator: nn.Module, discriminator: nn.Module, info: InfoRegularizer,
+                    config: dict, step: int, optimizers: dict[str, torch.optim.Optimizer] | None = None) -> Path:
+    """Write a checkpoint atomically (temporary file in the same folder, fsync, rename).
+
+    ``config`` must hold what ``load_checkpoint`` needs to rebuild the models: ``model`` (builder
+    config), plus anything else worth keeping (image shape, normalization, dataset, ...).
+    """
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in (("generator", generator), ("discriminator", discriminator)):
+        for key, value in module.state_dict().items():
+            tensors[f"{prefix}.{key}"] = value.detach().contiguous().cpu()
+    optim_meta = {}
+    for name, optimizer in (optimizers or {}).items():
+        state = optimizer.state_dict()
+        optim_meta[name] = {"param_groups": state["param_groups"], "scalars": {}}
+        for index, entry in state["state"].items():
+            for key, value in entry.items():
+                if torch.is_tensor(value):
+                    tensors[f"optimizer.{name}.{index}.{key}"] = value.detach().contiguous().cpu()
+                else:
+                    optim_meta[name]["scalars"][f"{index}.{key}"] = value
+    full_config = dict(config)
+    full_config["info"] = info.config()
+    full_config["step"] = int(step)
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(full_config),
+                "optimizers": json.dumps(optim_meta), "codes": info.spec, "step": str(int(step))}
+    if not path.parent.is_dir():
+        raise InfoGANError(f"folder does not exist: {path.parent}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The checkpoint's metadata, validated (format and version), without loading tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise InfoGANError(f"checkpoint not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InfoGANError(f"{path} is not a readable safetensors file: {exc}") from None
+    if metadata.get("format") != FORMAT:
+        raise InfoGANError(f"{path} is a safetensors file but not a torch-infogan checkpoint (no format metadata)")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise InfoGANError(f"{path}: checkpoint format_version {metadata.get('format_version')!r} is not supported "
+                           f"(this version reads {FORMAT_VERSION})")
+    return metadata
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild G, D and the attached Q from one checkpoint file (no pickle, no other file)."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    try:
+        config = json.loads(metadata["config"])
+        optim_meta = json.loads(metadata.get("optimizers", "{}"))
+        info_cfg = dict(config["info"])
+        model_cfg = dict(config["model"])
+        step = int(config["step"])
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise InfoGANError(f"{path}: checkpoint metadata is incomplete or malformed ({exc!r})") from None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InfoGANError(f"{path}: cannot read checkpoint tensors: {exc}") from None
+    layer = info_cfg.pop("layer", None)
+    info = InfoRegularizer(**info_cfg)
+    generator, discriminator = build_models(model_cfg)
+    head = tensors.get(f"discriminator.{info.head_name}.net.0.weight")
+    if head is None or head.dim() != 2:
+        raise InfoGANError(f"{path}: checkpoint holds no Q head weights")
+    info.attach(discriminator, layer, in_features=int(head.shape[1]))
+    for prefix, module in (("generator", generator), ("discriminator", discriminator)):
+        state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise InfoGANError(f"{path}: {prefix} weights do not match the rebuilt model: "
+                               f"{' '.join(line.strip() for line in first[:3])}") from None
+    optimizer_state = {}
+    for name, meta in optim_meta.items():
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith(f"optimizer.{name}."):
+                index, item = key[len(f"optimizer.{name}."):].split(".", 1)
+                state.setdefault(int(index), {})[item] = value
+        for key, value in meta.get("scalars", {}).items():
+            index, item = key.split(".", 1)
+            state.setdefault(int(index), {})[item] = value
+        optimizer_state[name] = {"state": state, "param_groups": meta["param_groups"]}
+    generator.to(device).eval()
+    discriminator.to(device).eval()
+    return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path)

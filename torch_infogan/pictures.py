@@ -1,0 +1,148 @@
+"""Pictures: sample grids, latent traversals (the paper's Figure 2), MI curves (Figure 1), confusion matrices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.utils import save_image
+
+from torch_infogan.regularizer import InfoRegularizer
+
+
+def _to_unit(images: torch.Tensor, output_range: str) -> torch.Tensor:
+    return (images + 1) / 2 if output_range == "tanh" else images
+
+
+@torch.no_grad()
+def sample_grid(generator: nn.Module, info: InfoRegularizer, path: str | Path, n: int = 100, seed: int = 0,
+                output_range: str = "sigmoid") -> Path:
+    """A square grid of ``n`` samples from the prior."""
+    device = next(generator.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    latent, _ = info.sample(n, generator=gen, device=device)
+    was_training = generator.training
+    generator.eval()
+    images = generator(latent.detach())
+    generator.train(was_training)
+    save_image(_to_unit(images.float(), output_range), path, nrow=int(n ** 0.5), padding=1, pad_value=0.5)
+    return Path(path)
+
+
+@torch.no_grad()
+def traversal_images(generator: nn.Module, info: InfoRegularizer, key: str, dim: int = 0, steps: int = 10,
+                     seed: int = 0, columns: int = 10) -> tuple[torch.Tensor, int]:
+    """Images for a traversal of code ``key`` (dimension ``dim``) and the grid's row length.
+
+    A categorical code: one row per class, columns hold different noise (other codes fixed).
+    A continuous code: columns sweep the code from -2 to 2; rows are the classes of the first
+    categorical code if there is one, else different noise; every other code is held fixed.
+    """
+    index = info.keys.index(key)
+    code = info.codes[index]
+    device = next(generator.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    base, _ = info.sample(1, generator=gen, device=device)
+    cat_index = next((i for i, c in enumerate(info.codes) if c.name == "cat" and i != index), None)
+    values = code.traversal(steps).to(device)
+    if code.name == "cat":
+        rows, cols = code.k, columns
+    else:
+        rows = info.codes[cat_index].k if cat_index is not None else columns
+        cols = len(values)
+    n = rows * cols
+    fixed = {k: c.sample(1, generator=gen, device=device).expand(n, *([-1] * (c.sample(1).dim() - 1))).clone()
+             for k, c in zip(info.keys, info.codes)}
+    for k, c in zip(info.keys, info.codes):  # continuous codes held at the prior's centre
+        if c.name in ("unif", "gauss"):
+            fixed[k] = torch.zeros_like(fixed[k]) if c.name == "gauss" else torch.full_like(fixed[k], (c.low + c.high) / 2)
+    noise = base[:, : info.noise_dim].expand(n, -1).clone()
+    r = torch.arange(rows, device=device).repeat_interleave(cols)
+    col = torch.arange(cols, device=device).repeat(rows)
+    if code.name == "cat":
+        fixed[key] = r
+        noise = (torch.rand(cols, info.noise_dim, generator=gen, device=device) * 2 - 1)[col] \
+            if info.noise == "uniform" else torch.randn(cols, info.noise_dim, generator=gen, device=device)[col]
+    else:
+        fixed[key] = fixed[key].clone()
+        fixed[key][:, dim] = values[col].to(fixed[key].dtype)
+        if cat_index is not None:
+            fixed[info.keys[cat_index]] = r
+        else:
+            noise = (torch.rand(rows, info.noise_dim, generator=gen, device=device) * 2 - 1)[r] \
+                if info.noise == "uniform" else torch.randn(rows, info.noise_dim, generator=gen, device=device)[r]
+    latent = info.latent_from(fixed, noise=noise)
+    was_training = generator.training
+    generator.eval()
+    images = generator(latent)
+    generator.train(was_training)
+    return images.float(), cols
+
+
+def traversal_grid(generator: nn.Module, info: InfoRegularizer, key: str, path: str | Path, dim: int = 0,
+                   steps: int = 10, seed: int = 0, output_range: str = "sigmoid") -> Path:
+    """Save the traversal of ``key`` (see ``traversal_images``) as one PNG."""
+    images, cols = traversal_images(generator, info, key, dim, steps, seed)
+    save_image(_to_unit(images, output_range), path, nrow=cols, padding=1, pad_value=0.5)
+    return Path(path)
+
+
+def traversal_names(info: InfoRegularizer) -> list[tuple[str, int, str]]:
+    """``(key, dim, file stem)`` for every traversal worth drawing: each code, each continuous dimension."""
+    out = []
+    for key, code in zip(info.keys, info.codes):
+        dims = 1 if code.name == "cat" else getattr(code, "dim", 1)
+        for d in range(dims):
+            out.append((key, d, f"traversal_{key}" if dims == 1 else f"traversal_{key}_{d}"))
+    return out
+
+
+def plot_bounds(records: list[dict], entropies: dict[str, float], path: str | Path) -> Path:
+    """MI lower bound of each code over training against its entropy H(c) (the paper's Figure 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    steps = [r["step"] for r in records]
+    for i, (key, h) in enumerate(entropies.items()):
+        color = f"C{i}"
+        ax.plot(steps, [r["mi"][key] for r in records], color=color, label=f"{key} bound")
+        ax.axhline(h, color=color, linestyle="--", linewidth=1, label=f"{key} H(c) = {h:.2f}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("MI lower bound (nats)")
+    ax.set_title("Mutual information lower bounds")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(table, path: str | Path, title: str = "category vs label") -> Path:
+    """Confusion matrix of categories (rows, ordered by their matched label) against labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    table = np.asarray(table)
+    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=100)
+    ax.imshow(table, cmap="Blues")
+    for (i, j), v in np.ndenumerate(table):
+        if v:
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
+                    color="white" if v > table.max() / 2 else "black")
+    ax.set_xlabel("label")
+    ax.set_ylabel("category")
+    ax.set_xticks(range(table.shape[1]))
+    ax.set_yticks(range(table.shape[0]))
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
