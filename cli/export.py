@@ -1,16 +1,70 @@
-"""The ``infogan-export`` command: encoder to ONNX, features to HDF5."""
+"""The ``infogan-export`` command: encoder (or generator) to ONNX, dataset features to HDF5."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
+
+from torch_infogan.cli._options import Checkpoint, Data, DataRoot, Device, Quiet, Split, progress_bar, user_errors
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Export a trained InfoGAN encoder to ONNX or dataset features to HDF5.")
 
 
-@app.callback()
-def main() -> None:
-    """Export a trained InfoGAN encoder to ONNX or dataset features to HDF5."""
+@app.command("onnx")
+def onnx_command(
+    checkpoint: Checkpoint,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="ONNX file (default: encoder.onnx or generator.onnx).")] = None,
+    part: Annotated[str, typer.Option(help="encoder (D trunk + Q) or generator.")] = "encoder",
+    tolerance: Annotated[float, typer.Option(help="Largest allowed |onnxruntime - torch| on the check batch.")] = 1e-4,
+) -> None:
+    """Write the encoder (or generator) as one self-contained ONNX file and check it with onnxruntime."""
+    with user_errors():
+        from torch_infogan.exporters.onnx import export_onnx
+
+        report = export_onnx(checkpoint, out or Path(f"{part}.onnx"), part=part, tolerance=tolerance)
+    typer.echo(f"wrote {report.path} (outputs: {', '.join(report.outputs)})")
+    typer.echo(f"onnxruntime ({report.provider}) vs torch: largest difference {report.max_abs_diff:.3g}")
+
+
+@app.command("hdf5")
+def hdf5_command(
+    checkpoint: Checkpoint,
+    data: Data = "mnist-10k",
+    data_root: DataRoot = None,
+    split: Split = "train",
+    out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 file to write.")] = Path("features.h5"),
+    batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 512,
+    device: Device = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32 or float16 storage.")] = "float32",
+    engine: Annotated[str, typer.Option(help="torch or onnx (onnxruntime).")] = "torch",
+    quiet: Quiet = False,
+) -> None:
+    """Run the encoder over a dataset and stream features, code posteriors, labels and index to HDF5."""
+    with user_errors():
+        from torch_infogan.data import load_data
+        from torch_infogan.exporters.hdf5 import export_features
+        from torch_infogan.training import resolve_device
+
+        dev = resolve_device(device)
+        dataset = load_data(data, data_root, split)
+        bar = progress_bar(len(dataset), quiet, "export")
+        try:
+            report = export_features(checkpoint, dataset, out, batch_size=batch_size, device=dev, dtype=dtype,
+                                     engine=engine, progress=bar.update if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+    typer.echo(f"wrote {report.path}: {report.rows} rows x {report.feature_dim} features "
+               f"({report.rows / report.seconds:.0f} images/s)")
 
 
 def run() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    run()

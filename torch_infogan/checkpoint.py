@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from torch_infogan.atomic import atomic_path
 from torch_infogan.errors import InfoGANError
 from torch_infogan.models import build_models
 from torch_infogan.regularizer import InfoRegularizer
@@ -61,18 +60,8 @@ def save_checkpoint(path: str | Path, generator: nn.Module, discriminator: nn.Mo
     full_config["step"] = int(step)
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(full_config),
                 "optimizers": json.dumps(optim_meta), "codes": info.spec, "step": str(int(step))}
-    if not path.parent.is_dir():
-        raise InfoGANError(f"folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

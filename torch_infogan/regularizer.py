@@ -295,33 +295,40 @@ class InfoRegularizer:
 
     @torch.no_grad()
     def q_params(self, images: torch.Tensor, return_features: bool = False):
-        """Raw Q outputs ``[n, param_dim]`` on ``images`` (and the tapped features if asked)."""
-        if self.discriminator is None or self.q is None:
-            raise InfoGANError("infer() needs an attached InfoRegularizer (call attach() first)")
-        disc = self.discriminator
+        """Raw Q outputs ``[n, param_dim]`` on ``images`` in eval mode (and the tapped features if asked)."""
+        disc = self._attached()
         was_training = disc.training
         disc.eval()
+        try:
+            features = self.features(images)
+            with torch.autocast(device_type=features.device.type, enabled=False):
+                params = self.q(features)
+        finally:
+            disc.train(was_training)
+        return (params, features) if return_features else params
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The tapped layer's output for ``images``, flattened to ``[n, F]`` float32 (runs the discriminator)."""
+        disc = self._attached()
         self._mode = "capture"
         try:
             disc(images)
-            features = self._features
-            with torch.autocast(device_type=features.device.type, enabled=False):
-                params = self.q(features.float())
+            return self._features
         finally:
             self._mode = "idle"
             self._features = None
-            disc.train(was_training)
-        return (params, features) if return_features else params
+
+    def _attached(self) -> nn.Module:
+        if self.discriminator is None or self.q is None:
+            raise InfoGANError("this InfoRegularizer is not attached (call attach() first)")
+        return self.discriminator
 
 
 def _reaches(x: torch.Tensor, leaf: torch.Tensor) -> bool:
     """Whether ``leaf`` (a tensor that requires grad) is among the autograd inputs of ``x``."""
     if x is leaf:
         return True
-    root = x.grad_fn
-    if root is None:
-        return False
-    seen, stack = set(), [root]
+    seen, stack = set(), [x.grad_fn]
     while stack:
         fn = stack.pop()
         if fn is None or fn in seen:

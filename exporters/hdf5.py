@@ -1,0 +1,228 @@
+"""Stream encoder features of a dataset into an HDF5 file, and read such files back as a torch Dataset."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from torch_infogan.atomic import atomic_path
+from torch_infogan.checkpoint import Checkpoint, load_checkpoint
+from torch_infogan.data import ImageData
+from torch_infogan.errors import InfoGANError
+from torch_infogan.evaluation import check_image_shape, normalize
+from torch_infogan.exporters.encoder import Encoder, output_names
+from torch_infogan.exporters.onnx import export_onnx, onnx_providers, sha256
+
+FORMAT = "torch-infogan.features"
+FORMAT_VERSION = "1"
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class FeatureReport:
+    path: Path
+    rows: int
+    feature_dim: int
+    seconds: float
+
+
+def _chunk_rows(width: int, itemsize: int, rows: int) -> int:
+    """Rows per chunk so that a chunk of whole rows is close to 1 MiB."""
+    return int(max(1, min(rows, CHUNK_BYTES // max(1, width * itemsize))))
+
+
+def export_features(checkpoint: str | Path | Checkpoint, data: ImageData, out: str | Path, batch_size: int = 512,
+                    device: str | torch.device = "cpu", dtype: str = "float32", engine: str = "torch",
+                    indices: np.ndarray | None = None,
+                    progress: Callable[[int], None] | None = None) -> FeatureReport:
+    """Run the encoder over ``data`` (or over ``data[indices]``) and stream the rows into ``out``.
+
+    Layout: ``features`` [N, F]; ``codes/<key>`` (probabilities, or means) and ``codes/<key>_std`` for
+    continuous codes; ``labels`` [N] where the data has them; ``index`` [N] into the source dataset.
+    The file is written under a temporary name and renamed at the end.
+    """
+    import time
+
+    import h5py
+
+    if dtype not in ("float16", "float32"):
+        raise InfoGANError(f"dtype must be float16 or float32, got {dtype!r}")
+    if engine not in ("torch", "onnx"):
+        raise InfoGANError(f"engine must be torch or onnx, got {engine!r}")
+    if batch_size < 1:
+        raise InfoGANError(f"batch size must be >= 1, got {batch_size}")
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise InfoGANError(f"output folder does not exist: {out.parent}")
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device)
+    check_image_shape(data, ckpt.config["image_shape"])
+    indices = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
+    rows = len(indices)
+    if rows == 0:
+        raise InfoGANError("the dataset is empty: nothing to export")
+    normalization = ckpt.config.get("normalization", "unit")
+    names = output_names(ckpt.info)
+    run, cleanup = _engine(ckpt, engine, device)
+    start = time.perf_counter()
+    try:
+        with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+            datasets = None
+            for begin in range(0, rows, batch_size):
+                index = indices[begin:begin + batch_size]
+                images = normalize(data.images[torch.from_numpy(index)], normalization)
+                outputs = run(images)
+                if datasets is None:
+                    datasets = _create(h5, names, outputs, rows, dtype, data, ckpt)
+                    feature_dim = int(outputs[0].shape[1])
+                for name, value in zip(names, outputs):
+                    datasets[name][begin:begin + len(index)] = value.astype(datasets[name].dtype, copy=False)
+                datasets["index"][begin:begin + len(index)] = index
+                if data.labels is not None:
+                    datasets["labels"][begin:begin + len(index)] = data.labels.numpy()[index]
+                if progress is not None:
+                    progress(len(index))
+    finally:
+        cleanup()
+    return FeatureReport(out, rows, feature_dim, time.perf_counter() - start)
+
+
+def _engine(ckpt: Checkpoint, engine: str, device):
+    """A function images -> list of numpy outputs, and a cleanup function."""
+    if engine == "torch":
+        encoder = Encoder(ckpt.info).eval()
+        dev = torch.device(device)
+
+        @torch.no_grad()
+        def run(images):
+            return [o.float().cpu().numpy() for o in encoder(images.to(dev))]
+
+        return run, lambda: None
+    import onnxruntime as ort
+
+    folder = tempfile.mkdtemp(prefix="infogan-onnx-")
+    path = Path(folder) / "encoder.onnx"
+    export_onnx(ckpt, path)
+    session = ort.InferenceSession(str(path), providers=onnx_providers())
+
+    def run(images):
+        return session.run(None, {"images": images.numpy()})
+
+    def cleanup():
+        path.unlink(missing_ok=True)
+        os.rmdir(folder)
+
+    return run, cleanup
+
+
+def _create(h5, names, outputs, rows, dtype, data: ImageData, ckpt: Checkpoint) -> dict:
+    import torch_infogan
+
+    datasets = {}
+    for name, value in zip(names, outputs):
+        width = value.shape[1]
+        store = np.dtype(dtype)
+        path = "features" if name == "features" else "codes/" + _code_dataset(name)
+        datasets[name] = h5.create_dataset(path, shape=(rows, width), maxshape=(None, width), dtype=store,
+                                           chunks=(_chunk_rows(width, store.itemsize, rows), width),
+                                           compression="gzip", compression_opts=1, shuffle=True)
+    datasets["index"] = h5.create_dataset("index", shape=(rows,), dtype=np.int64,
+                                          chunks=(_chunk_rows(1, 8, rows),), compression="gzip", shuffle=True)
+    if data.labels is not None:
+        datasets["labels"] = h5.create_dataset("labels", shape=(rows,), dtype=np.int64,
+                                               chunks=(_chunk_rows(1, 8, rows),), compression="gzip", shuffle=True)
+    attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "codes": ckpt.info.spec,
+             "checkpoint_sha256": sha256(ckpt.path) if ckpt.path else "", "dataset": data.name,
+             "split": data.split, "library_version": torch_infogan.__version__,
+             "normalization": ckpt.config.get("normalization", "unit"),
+             "image_shape": list(ckpt.config["image_shape"])}
+    h5.attrs.update(attrs)
+    return datasets
+
+
+def _code_dataset(output_name: str) -> str:
+    """``cat0_probs`` -> ``cat0``; ``unif1_mean`` -> ``unif1``; ``unif1_std`` -> ``unif1_std``."""
+    for suffix in ("_probs", "_mean"):
+        if output_name.endswith(suffix):
+            return output_name[: -len(suffix)]
+    return output_name
+
+
+def validate_features_file(path: str | Path) -> None:
+    """Raise ``InfoGANError`` unless ``path`` is a features file of a supported format version."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise InfoGANError(f"features file not found: {path}")
+    try:
+        with h5py.File(path, "r") as h5:
+            fmt, version = h5.attrs.get("format"), h5.attrs.get("format_version")
+            if fmt != FORMAT:
+                raise InfoGANError(f"{path} is not a torch-infogan features file (format attribute {fmt!r})")
+            if version != FORMAT_VERSION:
+                raise InfoGANError(f"{path}: features format_version {version!r} is not supported")
+            if "features" not in h5 or h5["features"].ndim != 2:
+                raise InfoGANError(f"{path}: no 2-D 'features' dataset")
+            n = h5["features"].shape[0]
+            for name in ("labels", "index"):
+                if name in h5 and h5[name].shape[0] != n:
+                    raise InfoGANError(f"{path}: '{name}' has {h5[name].shape[0]} rows, features has {n}")
+    except OSError as exc:
+        raise InfoGANError(f"{path} is not a readable HDF5 file: {exc}") from None
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """A torch Dataset over a features file: ``(features, label)`` pairs (label -1 where there are none).
+
+    The file is opened lazily in each process that reads it, so DataLoader workers work.
+    ``key`` picks another dataset than ``features``, e.g. ``codes/cat0``.
+    """
+
+    def __init__(self, path: str | Path, key: str = "features"):
+        import h5py
+
+        validate_features_file(path)
+        self.path = str(path)
+        self.key = key
+        with h5py.File(self.path, "r") as h5:
+            if key not in h5:
+                raise InfoGANError(f"{path} has no dataset {key!r}")
+            self._len = int(h5[key].shape[0])
+            self.attrs = dict(h5.attrs)
+            self.has_labels = "labels" in h5
+        self._file = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _h5(self):
+        import h5py
+
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def __getitem__(self, i: int):
+        h5 = self._h5()
+        features = torch.from_numpy(np.asarray(h5[self.key][i], dtype=np.float32))
+        label = int(h5["labels"][i]) if self.has_labels else -1
+        return features, label
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"] = None  # never pickle an open handle into a worker
+        state["_pid"] = None
+        return state
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The whole dataset and labels as numpy arrays (for small files)."""
+        h5 = self._h5()
+        return np.asarray(h5[self.key][:], dtype=np.float32), (np.asarray(h5["labels"][:]) if self.has_labels else None)
