@@ -20,3 +20,14 @@ def mnist_10k():
     images = torch.from_numpy(read_idx(MNIST_10K / "images-idx3-ubyte.gz").copy()).float().div_(255).unsqueeze(1)
     labels = torch.from_numpy(read_idx(MNIST_10K / "labels-idx1-ubyte.gz").copy()).long()
     return images, labels
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A checkpoint of the DCGAN reference after a few steps on 256 real digits."""
+    from torch_infogan.training import Trainer, preset_config
+
+    trainer = Trainer(preset_config("mnist", limit=256, batch_size=32, iterations=3))
+    for _ in range(3):
+        trainer.step()
+    return trainer.save(tmp_path_factory.mktemp("ckpt") / "checkpoint.safetensors")
