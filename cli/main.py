@@ -18,6 +18,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/infogan"),
     preset: Annotated[str, typer.Option(help="mnist (default, tuned), paper-mnist (the paper's exact recipe), svhn, celeba, chairs.")] = "mnist",
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder from its checkpoint (its settings are kept; --iterations may extend it).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="mnist-10k (embedded), idx:PATH, folder:PATH, mnist, fashion-mnist, svhn or celeba.")] = None,
     data_root: DataRoot = None,
     download: Annotated[bool, typer.Option(help="Let torchvision download a missing dataset (needs network).")] = False,
@@ -26,24 +27,33 @@ def train(
     noise_dim: Annotated[Optional[int], typer.Option(help="Width of the noise z.")] = None,
     lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate.")] = None,
     lr_d: Annotated[Optional[float], typer.Option(help="Discriminator (and Q) learning rate.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (per process under torchrun).")] = None,
     iterations: Annotated[Optional[int], typer.Option(help="Training iterations.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Training length in epochs (overrides --iterations).")] = None,
-    seed: Seed = 0,
-    device: Device = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast (MI terms stay fp32).")] = "fp32",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the training step.")] = False,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (MI terms stay fp32).")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step.")] = None,
     log_every: Annotated[Optional[int], typer.Option(help="Log metrics every N iterations.")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Write the checkpoint every N iterations.")] = None,
+    on_nonfinite: Annotated[Optional[str], typer.Option(help="stop (keep the last good checkpoint) or skip the bad step.")] = None,
+    sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="SyncBatchNorm across processes under torchrun.")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Train the DCGAN reference with InfoGAN codes; write checkpoint, metrics, pictures and a report."""
+    overrides = dict(data=data, data_root=str(data_root) if data_root else None, download=download or None,
+                     limit=limit, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
+                     iterations=iterations, epochs=epochs, seed=seed, device=device, precision=precision,
+                     compile=compile, log_every=log_every, checkpoint_every=checkpoint_every,
+                     on_nonfinite=on_nonfinite, sync_bn=sync_bn)
     with user_errors():
-        from torch_infogan.training import preset_config, train as run_training
+        from torch_infogan.training import TrainingStopped, preset_config, resume_config, train as run_training
 
-        config = preset_config(preset, data=data, data_root=str(data_root) if data_root else None,
-                               download=download, limit=limit, codes=codes, noise_dim=noise_dim, lr_g=lr_g,
-                               lr_d=lr_d, batch_size=batch_size, iterations=iterations, epochs=epochs, seed=seed,
-                               device=device, precision=precision, compile=compile, log_every=log_every)
+        if resume is not None:
+            out = resume
+            config = resume_config(resume, **overrides)
+        else:
+            config = preset_config(preset, **overrides)
         bar = None
 
         def progress(step: int, total: int, record: dict) -> None:
@@ -57,11 +67,19 @@ def train(
                              **{k: f"{v:.2f}" for k, v in record["mi"].items()}})
 
         try:
-            result = run_training(config, out, progress=progress)
+            result = run_training(config, out, progress=progress, resume=resume is not None)
+        except TrainingStopped as stopped:
+            if bar is not None:
+                bar.close()
+                bar = None
+            typer.echo(f"error: {stopped}" if stopped.signum is None else str(stopped), err=True)
+            raise typer.Exit(1 if stopped.signum is None else 128 + stopped.signum) from None
         finally:
             if bar is not None:
                 bar.close()
-    typer.echo(f"trained {result.steps} iterations in {result.seconds:.0f} s ({result.images_per_second:.0f} images/s)")
+    if result.steps == 0 or not result.files:
+        return
+    typer.echo(f"trained to iteration {result.steps} in {result.seconds:.0f} s ({result.images_per_second:.0f} images/s)")
     if result.evaluation:
         for key, scores in result.evaluation["codes"].items():
             typer.echo(f"{key}: accuracy {scores['accuracy']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}")

@@ -31,10 +31,12 @@ class Checkpoint:
     step: int
     optimizer_state: dict[str, dict] = field(default_factory=dict)
     path: Path | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def save_checkpoint(path: str | Path, generator: nn.Module, discriminator: nn.Module, info: InfoRegularizer,
-                    config: dict, step: int, optimizers: dict[str, torch.optim.Optimizer] | None = None) -> Path:
+                    config: dict, step: int, optimizers: dict[str, torch.optim.Optimizer] | None = None,
+                    extra: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a checkpoint atomically (temporary file in the same folder, fsync, rename).
 
     ``config`` must hold what ``load_checkpoint`` needs to rebuild the models: ``model`` (builder
@@ -45,6 +47,8 @@ def save_checkpoint(path: str | Path, generator: nn.Module, discriminator: nn.Mo
     for prefix, module in (("generator", generator), ("discriminator", discriminator)):
         for key, value in module.state_dict().items():
             tensors[f"{prefix}.{key}"] = value.detach().contiguous().cpu()
+    for key, value in (extra or {}).items():
+        tensors[f"state.{key}"] = value.detach().contiguous().cpu()
     optim_meta = {}
     for name, optimizer in (optimizers or {}).items():
         state = optimizer.state_dict()
@@ -127,6 +131,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
             index, item = key.split(".", 1)
             state.setdefault(int(index), {})[item] = value
         optimizer_state[name] = {"state": state, "param_groups": meta["param_groups"]}
+    extra = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
     generator.to(device).eval()
     discriminator.to(device).eval()
-    return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path)
+    return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path, extra)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
-from torch_infogan.checkpoint import save_checkpoint
+from torch_infogan.checkpoint import load_checkpoint, save_checkpoint
 from torch_infogan.data import ImageData, load_data
 from torch_infogan.errors import InfoGANError
 from torch_infogan.evaluation import evaluate, format_table, normalize
@@ -51,6 +55,9 @@ class TrainConfig:
     precision: str = "fp32"
     compile: bool = False
     log_every: int = 100
+    checkpoint_every: int = 500
+    on_nonfinite: str = "stop"
+    sync_bn: bool = False
     preset: str = "mnist"
 
     def update(self, **overrides) -> "TrainConfig":
@@ -88,6 +95,19 @@ def preset_config(name: str = "mnist", **overrides) -> TrainConfig:
     return TrainConfig(preset=name, **PRESETS[name]).update(**overrides)
 
 
+def resume_config(out: str | Path, **overrides) -> TrainConfig:
+    """The configuration stored in ``out/checkpoint.safetensors``, with ``overrides`` applied."""
+    from torch_infogan.checkpoint import read_metadata
+
+    path = Path(out) / "checkpoint.safetensors"
+    try:
+        stored = json.loads(read_metadata(path)["config"])["train"]
+        config = TrainConfig(**stored)
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise InfoGANError(f"{path} holds no training configuration to resume from ({exc!r})") from None
+    return config.update(**overrides)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available, else the CPU."""
     if name == "auto":
@@ -101,23 +121,67 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+class TrainingStopped(InfoGANError):
+    """Training ended early: a signal (``signum`` set) or non-finite values (``signum`` None)."""
+
+    def __init__(self, message: str, step: int, signum: int | None = None):
+        super().__init__(message)
+        self.step = step
+        self.signum = signum
+
+
+class _PairForward(nn.Module):
+    """Runs D on the real and the generated batch in one call, so DDP sees one forward per backward."""
+
+    def __init__(self, discriminator: nn.Module):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.discriminator(real), self.discriminator(fake)
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world_size)``: initialises the process group when launched by torchrun."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
 class Trainer:
-    """Holds G, D (with Q), the regularizer, optimizers and the data, and runs training steps."""
+    """Holds G, D (with Q), the regularizer, optimizers and the data, and runs training steps.
+
+    Under torchrun (``WORLD_SIZE`` > 1) G and D+Q are wrapped in DistributedDataParallel: each rank
+    takes its own slice of every data permutation and samples its own codes.
+    """
 
     def __init__(self, config: TrainConfig, data: ImageData | None = None):
         self.config = config
+        self.rank, self.world = _distributed()
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
         if config.precision not in ("fp32", "bf16"):
             raise InfoGANError(f"precision must be fp32 or bf16, got {config.precision!r}")
+        if config.on_nonfinite not in ("stop", "skip"):
+            raise InfoGANError(f"on_nonfinite must be stop or skip, got {config.on_nonfinite!r}")
         if config.batch_size < 2:
             raise InfoGANError("batch size must be >= 2 (batch norm needs two samples)")
+        for name in ("iterations", "log_every", "checkpoint_every"):
+            if getattr(config, name) < 1:
+                raise InfoGANError(f"{name.replace('_', '-')} must be >= 1")
         torch.manual_seed(config.seed)
         data = data if data is not None else load_data(config.data, config.data_root, "train", config.download)
         self.full_data = data  # evaluation uses every image, as `infogan evaluate --data ...` does
         if config.limit:
             data = data.subset(config.limit)
-        if len(data) < config.batch_size:
-            raise InfoGANError(f"dataset {data.name!r} has {len(data)} images, fewer than one batch ({config.batch_size})")
+        if len(data) < config.batch_size * self.world:
+            raise InfoGANError(f"dataset {data.name!r} has {len(data)} images, fewer than one batch "
+                               f"({config.batch_size} x {self.world} processes)")
         self.data = data
         self.images = data.images.to(self.device)  # uint8, resident on the device
         c, h, w = data.image_shape
@@ -131,45 +195,62 @@ class Trainer:
         self.discriminator.to(self.device)
         example = normalize(self.images[:2], "unit")
         self.info.attach(self.discriminator, TAP_LAYERS["dcgan"], example=example)  # the user's two lines
+        if config.sync_bn and self.world > 1:
+            self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
+            self.discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
         fused = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         betas = (config.beta1, config.beta2)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas, **fused)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas, **fused)
         self.iterations = self._iterations()
-        decay = (lambda s: max(0.0, 1.0 - s / self.iterations) * 0.9 + 0.1) if config.lr_decay else (lambda s: 1.0)
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, decay) for opt in (self.opt_d, self.opt_g)]
         self.step_index = 0
-        self.sampler = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.skipped = 0
+        self.data_gen = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.code_gen = torch.Generator(device=self.device).manual_seed(config.seed * 1000 + 1 + self.rank)
         self._order = torch.empty(0, dtype=torch.long, device=self.device)
         self._cursor = 0
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_forward = nn.parallel.DistributedDataParallel(self.generator, device_ids=ids)
+            self.d_forward = nn.parallel.DistributedDataParallel(_PairForward(self.discriminator), device_ids=ids)
+        else:
+            self.g_forward, self.d_forward = self.generator, _PairForward(self.discriminator)
         self._step_fn = torch.compile(self._step) if config.compile else self._step
 
     def _iterations(self) -> int:
         if self.config.epochs is not None:
-            return max(1, math.ceil(self.config.epochs * len(self.data) / self.config.batch_size))
+            per_step = self.config.batch_size * self.world
+            return max(1, math.ceil(self.config.epochs * len(self.data) / per_step))
         return int(self.config.iterations)
 
     def next_batch(self) -> torch.Tensor:
-        """The next real batch, float in [0, 1]; a fresh permutation each epoch, no host work per sample."""
+        """This rank's next real batch, float in [0, 1]; a fresh permutation each epoch, no per-sample work."""
         b = self.config.batch_size
-        if self._cursor + b > self._order.numel():
-            self._order = torch.randperm(self.images.shape[0], generator=self.sampler, device=self.device)
+        span = b * self.world
+        if self._cursor + span > self._order.numel():
+            self._order = torch.randperm(self.images.shape[0], generator=self.data_gen, device=self.device)
             self._cursor = 0
-        index = self._order[self._cursor:self._cursor + b]
-        self._cursor += b
+        start = self._cursor + self.rank * b
+        index = self._order[start:start + b]
+        self._cursor += span
         return normalize(self.images[index], "unit")
 
+    def _lr_factor(self) -> float:
+        if not self.config.lr_decay:
+            return 1.0
+        return 0.1 + 0.9 * max(0.0, 1.0 - self.step_index / self.iterations)
+
     def _step(self, real: torch.Tensor) -> torch.Tensor:
-        info, G, D = self.info, self.generator, self.discriminator
+        info = self.info
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
         with autocast:
-            latent, codes = info.sample(real.shape[0], generator=self.sampler)
-            fake = G(latent)
+            latent, codes = info.sample(real.shape[0], generator=self.code_gen)
+            fake = self.g_forward(latent)
             sigma = self.config.instance_noise * max(0.0, 1.0 - self.step_index / self.iterations)
             if sigma > 0:
-                real = real + sigma * torch.randn_like(real)
-                fake = fake + sigma * torch.randn_like(fake)
-            d_real, d_fake = D(real), D(fake)
+                real = real + sigma * torch.randn(real.shape, generator=self.code_gen, device=real.device)
+                fake = fake + sigma * torch.randn(fake.shape, generator=self.code_gen, device=fake.device)
+            d_real, d_fake = self.d_forward(real, fake)
             mi = info.loss(codes)
             ones, zeros = torch.ones_like(d_real), torch.zeros_like(d_real)
             gan_d = F.binary_cross_entropy_with_logits(d_real.float(), ones) \
@@ -178,28 +259,69 @@ class Trainer:
         # One D forward on the fakes serves both players: each loss reaches only its own parameters.
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
-        (gan_d + mi).backward(inputs=list(D.parameters()), retain_graph=True)
-        (gan_g + mi).backward(inputs=list(G.parameters()))
-        self.opt_d.step()
-        self.opt_g.step()
-        for scheduler in self.schedulers:
-            scheduler.step()
+        (gan_d + mi).backward(inputs=list(self.discriminator.parameters()), retain_graph=True)
+        (gan_g + mi).backward(inputs=list(self.generator.parameters()))
         return torch.stack([gan_d.detach() + mi.detach(), gan_g.detach() + mi.detach()])
 
     def step(self) -> torch.Tensor:
-        """One training step; returns ``[loss_d, loss_g]`` on the device (no host sync)."""
+        """One training step; returns ``[loss_d, loss_g]`` on the device (no host sync unless skipping)."""
+        factor = self._lr_factor()
+        for opt, lr in ((self.opt_d, self.config.lr_d), (self.opt_g, self.config.lr_g)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
         losses = self._step_fn(self.next_batch())
+        if self.config.on_nonfinite == "skip" and not bool(torch.isfinite(losses).all()):
+            self.opt_d.zero_grad(set_to_none=True)
+            self.opt_g.zero_grad(set_to_none=True)
+            self.skipped += 1
+        else:
+            self.opt_d.step()
+            self.opt_g.step()
         self.step_index += 1
         return losses
+
+    def parameters_finite(self) -> bool:
+        """Whether every parameter and buffer of G and D (with Q) is finite (one host sync)."""
+        tensors = [t for m in (self.generator, self.discriminator) for t in m.state_dict().values()
+                   if t.is_floating_point()]
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
     def checkpoint_config(self) -> dict:
         c, h, w = self.data.image_shape
         return {"model": self.model_config, "image_shape": [c, h, w], "normalization": "unit",
-                "value_range": [0.0, 1.0], "dataset": self.data.name, "train": asdict(self.config)}
+                "value_range": [0.0, 1.0], "dataset": self.data.name, "train": asdict(self.config),
+                "cursor": self._cursor, "skipped": self.skipped}
 
     def save(self, path: str | Path) -> Path:
+        """Write a checkpoint with everything ``resume`` needs (optimizers, random streams, data order)."""
+        extra = {"data_gen": self.data_gen.get_state(), "code_gen": self.code_gen.get_state(),
+                 "order": self._order}
         return save_checkpoint(path, self.generator, self.discriminator, self.info, self.checkpoint_config(),
-                               self.step_index, {"d": self.opt_d, "g": self.opt_g})
+                               self.step_index, {"d": self.opt_d, "g": self.opt_g}, extra)
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by ``save``: weights, optimizer state, step, random streams."""
+        ckpt = load_checkpoint(path, self.device)
+        if ckpt.info.spec != self.info.spec or ckpt.config["model"] != self.model_config:
+            raise InfoGANError(f"{path} was trained with codes {ckpt.info.spec!r} and model {ckpt.config['model']}, "
+                               f"which differ from this run's")
+        self.generator.load_state_dict(ckpt.generator.state_dict())
+        self.discriminator.load_state_dict(ckpt.discriminator.state_dict())
+        for name, opt in (("d", self.opt_d), ("g", self.opt_g)):
+            if name not in ckpt.optimizer_state:
+                raise InfoGANError(f"{path} holds no optimizer state: it cannot be resumed")
+            opt.load_state_dict(ckpt.optimizer_state[name])
+        try:
+            self.data_gen.set_state(ckpt.extra["data_gen"])
+            self.code_gen.set_state(ckpt.extra["code_gen"])
+            self._order = ckpt.extra["order"].to(self.device)
+        except (KeyError, RuntimeError) as exc:
+            raise InfoGANError(f"{path} holds no usable random-stream state ({exc})") from None
+        self._cursor = int(ckpt.config.get("cursor", 0))
+        self.skipped = int(ckpt.config.get("skipped", 0))
+        self.step_index = ckpt.step
+        self.generator.train()
+        self.discriminator.train()
 
 
 @dataclass
@@ -215,61 +337,141 @@ class TrainResult:
     files: list[Path] = field(default_factory=list)
 
 
+class _StopSignals:
+    """While active, SIGINT and SIGTERM only set a flag; the loop saves a checkpoint and stops."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _read_records(path: Path, up_to: int) -> list[dict]:
+    """Metric records of an earlier run, cut at the checkpoint's step (later ones are re-done)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut short by a crash
+        if record.get("step", 0) > up_to:
+            break
+        records.append(record)
+    return records
+
+
 def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, dict], None] | None = None,
-          data: ImageData | None = None) -> TrainResult:
+          data: ImageData | None = None, resume: bool = False) -> TrainResult:
     """Train, then write checkpoint, metrics, pictures and a report into ``out``.
 
+    A checkpoint is written atomically every ``checkpoint_every`` steps; ``resume=True`` continues from
+    ``out/checkpoint.safetensors``. SIGINT/SIGTERM save a checkpoint and raise ``TrainingStopped``; so do
+    non-finite losses or parameters (then without saving: the last good checkpoint stays).
     ``progress(step, total, record)`` is called at every logging step with the latest metrics.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InfoGANError(f"--out {out} exists and is not a folder")
+    checkpoint_path = out / "checkpoint.safetensors"
+    if resume and not checkpoint_path.is_file():
+        raise InfoGANError(f"nothing to resume: {checkpoint_path} does not exist")
     trainer = Trainer(config, data)
-    out.mkdir(parents=True, exist_ok=True)
+    main = trainer.rank == 0
+    if resume:
+        trainer.resume(checkpoint_path)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     info, total = trainer.info, trainer.iterations
-    records: list[dict] = []
-    sums = torch.zeros(2, device=trainer.device)
-    bound_sums = torch.zeros(len(info.codes), device=trainer.device)
-    count = 0
-    start = last = time.perf_counter()
-    last_step = 0
     metrics_path = out / "metrics.jsonl"
-    with open(metrics_path, "w") as metrics_file:
-        for step in range(1, total + 1):
-            sums += trainer.step()
-            bound_sums += info.bound_tensor()
-            count += 1
-            if step % config.log_every == 0 or step == total:
-                values = (torch.cat([sums, bound_sums]) / count).tolist()  # the one host sync per log interval
-                now = time.perf_counter()
-                record = {"step": step, "loss_d": values[0], "loss_g": values[1],
-                          "mi": dict(zip(info.keys, values[2:])),
-                          "images_per_s": (step - last_step) * config.batch_size / (now - last)}
-                records.append(record)
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                if progress is not None:
-                    progress(step, total, record)
-                sums.zero_()
-                bound_sums.zero_()
-                count, last, last_step = 0, now, step
+    records = _read_records(metrics_path, trainer.step_index) if resume else []
+    sums = torch.zeros(2 + len(info.codes), device=trainer.device)
+    first_bad = torch.zeros((), dtype=torch.long, device=trainer.device)
+    count, start = 0, time.perf_counter()
+    last, last_step, first_step = start, trainer.step_index, trainer.step_index
+    metrics_file = open(metrics_path, "w") if main else None
+    try:
+        for record in records:
+            metrics_file.write(json.dumps(record) + "\n")
+        with _StopSignals() as signals:
+            while trainer.step_index < total:
+                losses = trainer.step()
+                step = trainer.step_index
+                values = torch.cat([losses, info.bound_tensor()])
+                sums += values
+                bad = ~torch.isfinite(values).all()
+                first_bad = torch.where(bad & (first_bad == 0), torch.full_like(first_bad, step), first_bad)
+                count += 1
+                log_now = step % config.log_every == 0 or step == total
+                save_now = step % config.checkpoint_every == 0 or step == total
+                stop_now = signals.signum is not None
+                if not (log_now or save_now or stop_now):
+                    continue
+                if trainer.world > 1:
+                    dist.all_reduce(sums)
+                    dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
+                    sums /= trainer.world
+                if config.on_nonfinite == "stop" and (int(first_bad) or not trainer.parameters_finite()):
+                    bad_step = int(first_bad) or step
+                    raise TrainingStopped(f"training diverged: non-finite loss or parameters at step {bad_step}; "
+                                          f"the last good checkpoint is kept at {checkpoint_path} "
+                                          "(try a lower learning rate, or --on-nonfinite skip)", bad_step)
+                if log_now and count:
+                    now = time.perf_counter()
+                    mean = (sums / count).tolist()  # the one host sync per log interval
+                    record = {"step": step, "loss_d": mean[0], "loss_g": mean[1],
+                              "mi": dict(zip(info.keys, mean[2:])),
+                              "images_per_s": (step - last_step) * config.batch_size * trainer.world / (now - last)}
+                    records.append(record)
+                    if main:
+                        metrics_file.write(json.dumps(record) + "\n")
+                        metrics_file.flush()
+                    if progress is not None and main:
+                        progress(step, total, record)
+                    sums.zero_()
+                    count, last, last_step = 0, now, step
+                if (save_now or stop_now) and main:
+                    trainer.save(checkpoint_path)
+                if stop_now:
+                    name = signal.Signals(signals.signum).name
+                    raise TrainingStopped(f"stopped by {name} at step {step}; checkpoint saved; continue with "
+                                          f"`infogan train --resume --out {out}`", step, signals.signum)
+    finally:
+        if metrics_file is not None:
+            metrics_file.close()
     seconds = time.perf_counter() - start
-    checkpoint = trainer.save(out / "checkpoint.safetensors")
-    files = [checkpoint, metrics_path, sample_grid(trainer.generator, info, out / "samples.png")]
+    steps_run = trainer.step_index - first_step
+    result = TrainResult(out, checkpoint_path, trainer.step_index, seconds,
+                         steps_run * config.batch_size * trainer.world / max(seconds, 1e-9), None)
+    if not main:
+        return result
+    result.files = [checkpoint_path, metrics_path, sample_grid(trainer.generator, info, out / "samples.png")]
     for key, dim, stem in traversal_names(info):
-        files.append(traversal_grid(trainer.generator, info, key, out / f"{stem}.png", dim=dim))
-    files.append(plot_bounds(records, info.entropies(), out / "mi_bounds.png"))
-    evaluation = None
+        result.files.append(traversal_grid(trainer.generator, info, key, out / f"{stem}.png", dim=dim))
+    result.files.append(plot_bounds(records, info.entropies(), out / "mi_bounds.png"))
     if trainer.full_data.labels is not None:
-        evaluation = evaluate(trainer.generator, info, trainer.full_data)
-        (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
-        files.append(out / "evaluation.json")
-        for key, scores in evaluation["codes"].items():
-            files.append(plot_confusion(scores["confusion"], out / f"confusion_{key}.png",
-                                        f"{key}: accuracy {scores['accuracy']:.3f}"))
-    result = TrainResult(out, checkpoint, total, seconds, total * config.batch_size / seconds, evaluation, files)
-    report = _report(config, trainer, result, records)
-    (out / "report.md").write_text(report)
+        result.evaluation = evaluate(trainer.generator, info, trainer.full_data)
+        (out / "evaluation.json").write_text(json.dumps(result.evaluation, indent=2))
+        result.files.append(out / "evaluation.json")
+        for key, scores in result.evaluation["codes"].items():
+            result.files.append(plot_confusion(scores["confusion"], out / f"confusion_{key}.png",
+                                               f"{key}: accuracy {scores['accuracy']:.3f}"))
+    (out / "report.md").write_text(_report(config, trainer, result, records))
     result.files.append(out / "report.md")
     return result
 
