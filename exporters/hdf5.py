@@ -163,16 +163,17 @@ def validate_features_file(path: str | Path) -> None:
     try:
         with h5py.File(path, "r") as h5:
             fmt, version = h5.attrs.get("format"), h5.attrs.get("format_version")
-            if fmt != FORMAT:
+            if not isinstance(fmt, str) or fmt != FORMAT:
                 raise InfoGANError(f"{path} is not a torch-infogan features file (format attribute {fmt!r})")
-            if version != FORMAT_VERSION:
+            if not isinstance(version, str) or version != FORMAT_VERSION:
                 raise InfoGANError(f"{path}: features format_version {version!r} is not supported")
-            if "features" not in h5 or h5["features"].ndim != 2:
+            if not isinstance(h5.get("features"), h5py.Dataset) or h5["features"].ndim != 2:
                 raise InfoGANError(f"{path}: no 2-D 'features' dataset")
             n = h5["features"].shape[0]
             for name in ("labels", "index"):
-                if name in h5 and h5[name].shape[0] != n:
-                    raise InfoGANError(f"{path}: '{name}' has {h5[name].shape[0]} rows, features has {n}")
+                if name in h5 and (not isinstance(h5[name], h5py.Dataset) or h5[name].ndim != 1
+                                   or h5[name].shape[0] != n):
+                    raise InfoGANError(f"{path}: '{name}' is not a 1-D dataset of {n} rows like features")
     except OSError as exc:
         raise InfoGANError(f"{path} is not a readable HDF5 file: {exc}") from None
 

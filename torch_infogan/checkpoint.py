@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -79,8 +78,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise InfoGANError(f"{path} is not a readable safetensors file: {exc}") from None
+    except Exception as exc:  # the parser's own error types vary by version: report them all as one
+        raise InfoGANError(f"{path} is not a readable safetensors file: {_first_line(exc)}") from None
     if metadata.get("format") != FORMAT:
         raise InfoGANError(f"{path} is a safetensors file but not a torch-infogan checkpoint (no format metadata)")
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -90,7 +89,11 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild G, D and the attached Q from one checkpoint file (no pickle, no other file)."""
+    """Rebuild G, D and the attached Q from one checkpoint file (no pickle, no other file).
+
+    The metadata is validated first; the models are built on the ``meta`` device and their shapes
+    compared with the file's tensors before any memory is allocated for them.
+    """
     path = Path(path)
     metadata = read_metadata(path)
     try:
@@ -99,28 +102,61 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         info_cfg = dict(config["info"])
         model_cfg = dict(config["model"])
         step = int(config["step"])
+        if not isinstance(config.get("image_shape"), list) or not isinstance(optim_meta, dict):
+            raise ValueError("image_shape or optimizers missing")
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise InfoGANError(f"{path}: checkpoint metadata is incomplete or malformed ({exc!r})") from None
+        raise InfoGANError(f"{path}: checkpoint metadata is incomplete or malformed ({_first_line(exc)})") from None
     try:
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise InfoGANError(f"{path}: cannot read checkpoint tensors: {exc}") from None
-    layer = info_cfg.pop("layer", None)
-    info = InfoRegularizer(**info_cfg)
-    generator, discriminator = build_models(model_cfg)
-    head = tensors.get(f"discriminator.{info.head_name}.net.0.weight")
+    except Exception as exc:  # truncated or corrupted data section
+        raise InfoGANError(f"{path}: cannot read checkpoint tensors: {_first_line(exc)}") from None
+    head = tensors.get(f"discriminator.{info_cfg.get('head_name', 'info_q')}.net.0.weight")
     if head is None or head.dim() != 2:
         raise InfoGANError(f"{path}: checkpoint holds no Q head weights")
-    info.attach(discriminator, layer, in_features=int(head.shape[1]))
+    try:
+        layer = info_cfg.pop("layer", None)
+        with torch.device("meta"):
+            generator, discriminator, info = _rebuild(model_cfg, info_cfg, layer, int(head.shape[1]))
+        _check_shapes(path, tensors, generator, discriminator)
+        generator, discriminator, info = _rebuild(model_cfg, info_cfg, layer, int(head.shape[1]))
+    except InfoGANError as exc:
+        raise InfoGANError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
+        raise InfoGANError(f"{path}: checkpoint config does not rebuild the models ({_first_line(exc)})") from None
     for prefix, module in (("generator", generator), ("discriminator", discriminator)):
-        state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise InfoGANError(f"{path}: {prefix} weights do not match the rebuilt model: "
-                               f"{' '.join(line.strip() for line in first[:3])}") from None
-    optimizer_state = {}
+        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    try:
+        optimizer_state = _optimizer_state(optim_meta, tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InfoGANError(f"{path}: optimizer state is malformed ({_first_line(exc)})") from None
+    extra = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
+    generator.to(device).eval()
+    discriminator.to(device).eval()
+    return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path, extra)
+
+
+def _rebuild(model_cfg: dict, info_cfg: dict, layer, in_features: int):
+    info = InfoRegularizer(**info_cfg)
+    generator, discriminator = build_models(model_cfg)
+    info.attach(discriminator, layer, in_features=in_features)
+    return generator, discriminator, info
+
+
+def _check_shapes(path: Path, tensors: dict, generator: nn.Module, discriminator: nn.Module) -> None:
+    for prefix, module in (("generator", generator), ("discriminator", discriminator)):
+        expected = {f"{prefix}.{k}": tuple(v.shape) for k, v in module.state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in tensors.items() if k.startswith(prefix + ".")}
+        missing = sorted(set(expected) - set(stored))
+        unexpected = sorted(set(stored) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+        if missing or unexpected or wrong:
+            detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                      else f"{wrong[0]} is {stored[wrong[0]]}, the model needs {expected[wrong[0]]}")
+            raise InfoGANError(f"{prefix} weights do not match the rebuilt model: {detail}")
+
+
+def _optimizer_state(optim_meta: dict, tensors: dict) -> dict:
+    out = {}
     for name, meta in optim_meta.items():
         state: dict[int, dict] = {}
         for key, value in tensors.items():
@@ -130,8 +166,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         for key, value in meta.get("scalars", {}).items():
             index, item = key.split(".", 1)
             state.setdefault(int(index), {})[item] = value
-        optimizer_state[name] = {"state": state, "param_groups": meta["param_groups"]}
-    extra = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
-    generator.to(device).eval()
-    discriminator.to(device).eval()
-    return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path, extra)
+        out[name] = {"state": state, "param_groups": list(meta["param_groups"])}
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

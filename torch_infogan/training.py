@@ -195,6 +195,8 @@ class Trainer:
         self.discriminator.to(self.device)
         example = normalize(self.images[:2], "unit")
         self.info.attach(self.discriminator, TAP_LAYERS["dcgan"], example=example)  # the user's two lines
+        if config.sync_bn and self.device.type != "cuda":
+            raise InfoGANError("--sync-bn needs CUDA devices (SyncBatchNorm runs only on GPUs); leave it off on CPUs")
         if config.sync_bn and self.world > 1:
             self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
             self.discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise InfoGANError(f"IDX file not found: {path}") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise InfoGANError(f"cannot read IDX file {path}: {exc}") from None
     return parse_idx(raw, str(path))
 
@@ -42,7 +44,7 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
         raise InfoGANError(f"{name}: truncated IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[code])
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 0
+    count = math.prod(shape)
     expected = count * dtype.itemsize
     if expected > _MAX_BYTES:
         raise InfoGANError(f"{name}: IDX header declares an implausible size {shape}")

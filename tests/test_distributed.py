@@ -1,0 +1,73 @@
+"""torchrun with two CPU processes (gloo): ranks stay identical, only rank 0 writes, the checkpoint loads."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from torch_infogan.checkpoint import load_checkpoint
+
+CHECK = r'''
+import json, os, sys
+import torch
+import torch.distributed as dist
+from torch_infogan import training
+
+out, report = sys.argv[1], sys.argv[2]
+config = training.preset_config("mnist", limit=512, batch_size=16, iterations=6, log_every=3, checkpoint_every=3,
+                                device="cpu")
+trainers = []
+original = training.Trainer.__init__
+
+def keep(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    trainers.append(self)
+
+training.Trainer.__init__ = keep
+training.train(config, out)
+trainer = trainers[0]
+# Parameters, not buffers: with per-rank BatchNorm the running statistics of the last step are each rank's own.
+flat = torch.cat([p.detach().flatten() for m in (trainer.generator, trainer.discriminator) for p in m.parameters()])
+gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+dist.all_gather(gathered, flat)
+if dist.get_rank() == 0:
+    json.dump({"world": dist.get_world_size(), "max_diff": float((gathered[0] - gathered[1]).abs().max()),
+               "step": trainer.step_index}, open(report, "w"))
+dist.destroy_process_group()
+'''
+
+
+def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path):
+    script = tmp_path / "check.py"
+    script.write_text(CHECK)
+    out, report = tmp_path / "run", tmp_path / "report.json"
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29533", str(script), str(out),
+                           str(report)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["world"] == 2 and result["step"] == 6
+    assert result["max_diff"] == 0.0  # DDP keeps the replicas bit-identical
+    files = sorted(p.name for p in out.iterdir())
+    assert files.count("checkpoint.safetensors") == 1
+    assert not [f for f in files if f.endswith(".tmp")]
+    ckpt = load_checkpoint(out / "checkpoint.safetensors")
+    assert ckpt.step == 6
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [3, 6]  # one writer: no duplicated lines
+    assert ckpt.config["train"]["batch_size"] == 16
+
+
+def test_torchrun_runs_the_cli_module(tmp_path):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29534", "-m", "torch_infogan.cli",
+                           "train", "--out", str(tmp_path / "cli"), "--limit", "256", "--batch-size", "16",
+                           "--iterations", "4", "--log-every", "2", "--device", "cpu", "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("next: infogan evaluate") == 1  # only rank 0 reports
+    assert load_checkpoint(tmp_path / "cli" / "checkpoint.safetensors").step == 4
