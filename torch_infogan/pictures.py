@@ -35,49 +35,54 @@ def traversal_images(generator: nn.Module, info: InfoRegularizer, key: str, dim:
                      seed: int = 0, columns: int = 10) -> tuple[torch.Tensor, int]:
     """Images for a traversal of code ``key`` (dimension ``dim``) and the grid's row length.
 
-    A categorical code: one row per class, columns hold different noise (other codes fixed).
-    A continuous code: columns sweep the code from -2 to 2; rows are the classes of the first
-    categorical code if there is one, else different noise; every other code is held fixed.
+    A categorical code: one row per class; columns hold different noise.
+    Any other code: columns sweep its values (-2 to 2 for continuous codes); rows are the classes of
+    the first other categorical code if there is one, else different noise.
+    Continuous codes not being swept sit at their prior's centre; other codes keep one random draw.
     """
     index = info.keys.index(key)
     code = info.codes[index]
     device = next(generator.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    base, _ = info.sample(1, generator=gen, device=device)
-    cat_index = next((i for i, c in enumerate(info.codes) if c.name == "cat" and i != index), None)
-    values = code.traversal(steps).to(device)
+    row_code = next((i for i, c in enumerate(info.codes) if c.name == "cat" and i != index), None)
     if code.name == "cat":
         rows, cols = code.k, columns
     else:
-        rows = info.codes[cat_index].k if cat_index is not None else columns
-        cols = len(values)
-    n = rows * cols
-    fixed = {k: c.sample(1, generator=gen, device=device).expand(n, *([-1] * (c.sample(1).dim() - 1))).clone()
-             for k, c in zip(info.keys, info.codes)}
-    for k, c in zip(info.keys, info.codes):  # continuous codes held at the prior's centre
-        if c.name in ("unif", "gauss"):
-            fixed[k] = torch.zeros_like(fixed[k]) if c.name == "gauss" else torch.full_like(fixed[k], (c.low + c.high) / 2)
-    noise = base[:, : info.noise_dim].expand(n, -1).clone()
-    r = torch.arange(rows, device=device).repeat_interleave(cols)
+        values = code.traversal(steps).to(device)
+        rows, cols = (info.codes[row_code].k if row_code is not None else columns), len(values)
+    row = torch.arange(rows, device=device).repeat_interleave(cols)
     col = torch.arange(cols, device=device).repeat(rows)
+    held = {}
+    for k, c in zip(info.keys, info.codes):
+        value = _held_value(c, gen, device)
+        held[k] = value.expand(rows * cols, *value.shape[1:]).clone()
+    noise_pool, _ = info.sample(max(rows, cols), generator=gen, device=device)
+    noise_pool = noise_pool.detach()[:, : info.noise_dim]
     if code.name == "cat":
-        fixed[key] = r
-        noise = (torch.rand(cols, info.noise_dim, generator=gen, device=device) * 2 - 1)[col] \
-            if info.noise == "uniform" else torch.randn(cols, info.noise_dim, generator=gen, device=device)[col]
+        held[key] = row
+        noise = noise_pool[col]
     else:
-        fixed[key] = fixed[key].clone()
-        fixed[key][:, dim] = values[col].to(fixed[key].dtype)
-        if cat_index is not None:
-            fixed[info.keys[cat_index]] = r
+        held[key][:, dim] = values[col].to(held[key].dtype)
+        if row_code is not None:
+            held[info.keys[row_code]] = row
+            noise = noise_pool[:1].expand(rows * cols, -1)
         else:
-            noise = (torch.rand(rows, info.noise_dim, generator=gen, device=device) * 2 - 1)[r] \
-                if info.noise == "uniform" else torch.randn(rows, info.noise_dim, generator=gen, device=device)[r]
-    latent = info.latent_from(fixed, noise=noise)
+            noise = noise_pool[row]
+    latent = info.latent_from(held, noise=noise)
     was_training = generator.training
     generator.eval()
     images = generator(latent)
     generator.train(was_training)
     return images.float(), cols
+
+
+def _held_value(code, gen: torch.Generator, device) -> torch.Tensor:
+    """The value a code keeps while another is swept: the prior's centre, or one random draw."""
+    if code.name == "unif":
+        return torch.full((1, code.dim), (code.low + code.high) / 2, device=device)
+    if code.name == "gauss":
+        return torch.zeros(1, code.dim, device=device)
+    return code.sample(1, generator=gen, device=device)
 
 
 def traversal_grid(generator: nn.Module, info: InfoRegularizer, key: str, path: str | Path, dim: int = 0,

@@ -45,6 +45,7 @@ class TrainConfig:
     beta2: float = 0.999
     lr_decay: bool = False
     instance_noise: float = 0.0
+    updates: str = "simultaneous"
     q_hidden: int = 128
     train_trunk: bool = True
     widths: list[int] | None = None
@@ -77,8 +78,7 @@ _PAPER_MNIST = dict(data="mnist-10k", codes="cat:10,unif:2", noise_dim=62, batch
 PRESETS: dict[str, dict] = {
     "paper-mnist": dict(_PAPER_MNIST),
     # The default: the paper's networks and codes, tuned for 10k digits on a small budget (docs/training.md).
-    "mnist": dict(_PAPER_MNIST, batch_size=64, iterations=3000, codes="cat:10:weight=1.0,unif:2:weight=0.5",
-                  lr_decay=True, instance_noise=0.1),
+    "mnist": dict(_PAPER_MNIST, iterations=2000),
     "svhn": dict(data="svhn", codes="cat:10,cat:10,cat:10,cat:10,unif:4", noise_dim=124, batch_size=128,
                  iterations=20000, lr_g=1e-3, lr_d=2e-4),
     "celeba": dict(data="celeba", codes=",".join(["cat:10"] * 10), noise_dim=128, batch_size=128,
@@ -167,6 +167,8 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if config.precision not in ("fp32", "bf16"):
             raise InfoGANError(f"precision must be fp32 or bf16, got {config.precision!r}")
+        if config.updates not in ("simultaneous", "alternating"):
+            raise InfoGANError(f"updates must be simultaneous or alternating, got {config.updates!r}")
         if config.on_nonfinite not in ("stop", "skip"):
             raise InfoGANError(f"on_nonfinite must be stop or skip, got {config.on_nonfinite!r}")
         if config.batch_size < 2:
@@ -243,6 +245,12 @@ class Trainer:
         return 0.1 + 0.9 * max(0.0, 1.0 - self.step_index / self.iterations)
 
     def _step(self, real: torch.Tensor) -> torch.Tensor:
+        """Gradients of one step (the optimizers step in ``step``); returns ``[loss_d, loss_g]``.
+
+        ``simultaneous``: one D forward on the fakes serves both players, each loss reaching only its
+        own parameters. ``alternating``: D steps first, then G's loss comes from a fresh forward of the
+        updated D (one more D forward; the paper's code does this).
+        """
         info = self.info
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
         with autocast:
@@ -257,13 +265,20 @@ class Trainer:
             ones, zeros = torch.ones_like(d_real), torch.zeros_like(d_real)
             gan_d = F.binary_cross_entropy_with_logits(d_real.float(), ones) \
                 + F.binary_cross_entropy_with_logits(d_fake.float(), zeros)
-            gan_g = F.binary_cross_entropy_with_logits(d_fake.float(), ones)
-        # One D forward on the fakes serves both players: each loss reaches only its own parameters.
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
-        (gan_d + mi).backward(inputs=list(self.discriminator.parameters()), retain_graph=True)
-        (gan_g + mi).backward(inputs=list(self.generator.parameters()))
-        return torch.stack([gan_d.detach() + mi.detach(), gan_g.detach() + mi.detach()])
+        alternating = self.config.updates == "alternating"
+        (gan_d + mi).backward(inputs=list(self.discriminator.parameters()), retain_graph=not alternating)
+        if alternating:
+            self.opt_d.step()
+            with autocast:
+                d_fake = self.discriminator(fake)
+                mi_g = info.loss(codes)
+        else:
+            mi_g = mi
+        gan_g = F.binary_cross_entropy_with_logits(d_fake.float(), torch.ones_like(d_fake, dtype=torch.float32))
+        (gan_g + mi_g).backward(inputs=list(self.generator.parameters()))
+        return torch.stack([gan_d.detach() + mi.detach(), gan_g.detach() + mi_g.detach()])
 
     def step(self) -> torch.Tensor:
         """One training step; returns ``[loss_d, loss_g]`` on the device (no host sync unless skipping)."""
@@ -277,7 +292,8 @@ class Trainer:
             self.opt_g.zero_grad(set_to_none=True)
             self.skipped += 1
         else:
-            self.opt_d.step()
+            if self.config.updates == "simultaneous":
+                self.opt_d.step()
             self.opt_g.step()
         self.step_index += 1
         return losses
