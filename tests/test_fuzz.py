@@ -17,6 +17,7 @@ from torch_infogan.data.idx import parse_idx, read_idx
 from torch_infogan.exporters import FeatureDataset
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ_CHECKPOINT = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _loads_or_says_why(call):
@@ -83,7 +84,7 @@ def test_checkpoint_loader_random_bytes(tmp_path, raw):
     _loads_or_says_why(lambda: load_checkpoint(path))
 
 
-@FUZZ
+@FUZZ_CHECKPOINT
 @given(st.data())
 def test_checkpoint_loader_truncated_and_flipped(tmp_path, checkpoint_bytes, data):
     raw = bytearray(checkpoint_bytes)
@@ -104,7 +105,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**
                            max_leaves=8)
 
 
-@FUZZ
+@FUZZ_CHECKPOINT
 @given(st.data())
 def test_checkpoint_loader_altered_metadata(tmp_path, tiny_checkpoint, data):
     from safetensors import safe_open

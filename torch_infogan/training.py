@@ -45,7 +45,7 @@ class TrainConfig:
     beta2: float = 0.999
     lr_decay: bool = False
     instance_noise: float = 0.0
-    updates: str = "simultaneous"
+    updates: str = "alternating"
     q_hidden: int = 128
     train_trunk: bool = True
     widths: list[int] | None = None
@@ -78,7 +78,7 @@ _PAPER_MNIST = dict(data="mnist-10k", codes="cat:10,unif:2", noise_dim=62, batch
 PRESETS: dict[str, dict] = {
     "paper-mnist": dict(_PAPER_MNIST),
     # The default: the paper's networks and codes, tuned for 10k digits on a small budget (docs/training.md).
-    "mnist": dict(_PAPER_MNIST, iterations=2000),
+    "mnist": dict(_PAPER_MNIST, iterations=1500),
     "svhn": dict(data="svhn", codes="cat:10,cat:10,cat:10,cat:10,unif:4", noise_dim=124, batch_size=128,
                  iterations=20000, lr_g=1e-3, lr_d=2e-4),
     "celeba": dict(data="celeba", codes=",".join(["cat:10"] * 10), noise_dim=128, batch_size=128,
