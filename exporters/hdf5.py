@@ -103,12 +103,13 @@ def _engine(ckpt: Checkpoint, engine: str, device):
             return [o.float().cpu().numpy() for o in encoder(images.to(dev))]
 
         return run, lambda: None
+    providers = onnx_providers()  # a clear error when onnxruntime is missing
     import onnxruntime as ort
 
     folder = tempfile.mkdtemp(prefix="infogan-onnx-")
     path = Path(folder) / "encoder.onnx"
     export_onnx(ckpt, path)
-    session = ort.InferenceSession(str(path), providers=onnx_providers())
+    session = ort.InferenceSession(str(path), providers=providers)
 
     def run(images):
         return session.run(None, {"images": images.numpy()})

@@ -12,6 +12,7 @@ from torch_infogan.codes import (
     parse_codes,
     register_code,
 )
+from torch_infogan.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from torch_infogan.errors import InfoGANError
 from torch_infogan.qhead import QHead
 from torch_infogan.regularizer import InfoRegularizer
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Bernoulli",
     "Categorical",
+    "Checkpoint",
     "Code",
     "Gaussian",
     "InfoGANError",
@@ -31,6 +33,8 @@ __all__ = [
     "format_codes",
     "get_code",
     "list_codes",
+    "load_checkpoint",
     "parse_codes",
     "register_code",
+    "save_checkpoint",
 ]
