@@ -32,7 +32,7 @@ def test_onnx_export_report_and_metadata(encoder_onnx, tiny_checkpoint):
     meta = {p.key: p.value for p in model.metadata_props}
     from torch_infogan.exporters.onnx import sha256
 
-    assert meta["torch_infogan.codes"] == "cat:10,unif:2:weight=0.5"
+    assert meta["torch_infogan.codes"] == "cat:10,unif:2"
     assert meta["torch_infogan.checkpoint_sha256"] == sha256(tiny_checkpoint)
     assert meta["torch_infogan.input_shape"] == "['batch', 1, 28, 28]"
     assert meta["torch_infogan.value_range"] == "[0.0, 1.0]"
@@ -84,7 +84,7 @@ def test_hdf5_layout_and_attributes(features_file, tiny_checkpoint):
 
     with h5py.File(features_file, "r") as h5:
         assert h5.attrs["format"] == "torch-infogan.features" and h5.attrs["format_version"] == "1"
-        assert h5.attrs["codes"] == "cat:10,unif:2:weight=0.5"
+        assert h5.attrs["codes"] == "cat:10,unif:2"
         assert h5.attrs["checkpoint_sha256"] == sha256(tiny_checkpoint)
         assert h5.attrs["dataset"] == "mnist-10k" and h5.attrs["split"] == "train"
         assert "library_version" in h5.attrs
