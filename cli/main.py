@@ -113,7 +113,7 @@ def evaluate(
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             for key, scores in result["codes"].items():
-                plot_confusion(scores["confusion"], out / f"confusion_{key}.png", f"{key}: accuracy {scores['accuracy']:.3f}")
+                plot_confusion(scores["confusion"], out / f"confusion_{key}.png", f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"])
     if as_json:
         typer.echo(json.dumps(result))
     else:

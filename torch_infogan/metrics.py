@@ -59,13 +59,21 @@ def cluster_scores(predicted: np.ndarray, labels: np.ndarray, k: int) -> dict:
             "confusion": table.tolist(), "merged": merged}
 
 
-def _merged_labels(table: np.ndarray) -> list[list[int]]:
-    """Groups of labels that mostly land in the same category (e.g. [[4, 9]])."""
+def _merged_labels(table: np.ndarray, share: float = 0.2) -> list[list[int]]:
+    """Groups of labels that share a category, each with >= ``share`` of its images there (e.g. [[4, 9]])."""
+    fractions = table / np.maximum(table.sum(0, keepdims=True), 1)
+    parent = list(range(table.shape[1]))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for row in fractions:
+        labels = np.flatnonzero(row >= share)
+        for other in labels[1:]:
+            parent[root(int(other))] = root(int(labels[0]))
     groups: dict[int, list[int]] = {}
     for label in range(table.shape[1]):
-        column = table[:, label]
-        if column.sum():
-            groups.setdefault(int(column.argmax()), []).append(label)
+        groups.setdefault(root(label), []).append(label)
     return [g for g in groups.values() if len(g) > 1]
-
-

@@ -127,8 +127,9 @@ def plot_bounds(records: list[dict], entropies: dict[str, float], path: str | Pa
     return Path(path)
 
 
-def plot_confusion(table, path: str | Path, title: str = "category vs label") -> Path:
-    """Confusion matrix of categories (rows, ordered by their matched label) against labels."""
+def plot_confusion(table, path: str | Path, title: str = "category vs label", mapping: dict | None = None) -> Path:
+    """Confusion matrix of categories (rows) against labels; with ``mapping`` ({category: label}, from
+    Hungarian matching) rows are ordered by their matched label, so a perfect code is diagonal."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,6 +137,10 @@ def plot_confusion(table, path: str | Path, title: str = "category vs label") ->
     import numpy as np
 
     table = np.asarray(table)
+    order = list(range(table.shape[0]))
+    if mapping:
+        order = sorted(order, key=lambda c: (mapping.get(c, mapping.get(str(c), table.shape[1])), c))
+    table = table[order]
     fig, ax = plt.subplots(figsize=(5, 4.5), dpi=100)
     ax.imshow(table, cmap="Blues")
     for (i, j), v in np.ndenumerate(table):
@@ -146,6 +151,7 @@ def plot_confusion(table, path: str | Path, title: str = "category vs label") ->
     ax.set_ylabel("category")
     ax.set_xticks(range(table.shape[1]))
     ax.set_yticks(range(table.shape[0]))
+    ax.set_yticklabels([str(c) for c in order])
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)

@@ -488,7 +488,7 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
         result.files.append(out / "evaluation.json")
         for key, scores in result.evaluation["codes"].items():
             result.files.append(plot_confusion(scores["confusion"], out / f"confusion_{key}.png",
-                                               f"{key}: accuracy {scores['accuracy']:.3f}"))
+                                               f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"]))
     (out / "report.md").write_text(_report(config, trainer, result, records))
     result.files.append(out / "report.md")
     return result
