@@ -19,7 +19,13 @@ from torch_infogan.exporters import Encoder, FeatureDataset, export_features, ex
 
 
 @pytest.fixture(scope="module")
-def encoder_onnx(tiny_checkpoint, tmp_path_factory):
+def ort():
+    """onnxruntime comes with the `cpu` or `gpu` extra; without either, the ONNX tests are skipped (as skipped)."""
+    return pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def encoder_onnx(tiny_checkpoint, tmp_path_factory, ort):
     return export_onnx(tiny_checkpoint, tmp_path_factory.mktemp("onnx") / "encoder.onnx")
 
 
@@ -62,7 +68,7 @@ def test_onnx_parity_in_a_plain_onnxruntime_process(encoder_onnx, tiny_checkpoin
             np.testing.assert_allclose(got[f"{n}_{i}"], e.numpy(), atol=1e-4, rtol=0)
 
 
-def test_generator_export(tiny_checkpoint, tmp_path):
+def test_generator_export(tiny_checkpoint, tmp_path, ort):
     report = export_onnx(tiny_checkpoint, tmp_path / "g.onnx", part="generator")
     assert report.outputs == ["images"] and report.max_abs_diff <= 1e-4
 
@@ -106,7 +112,7 @@ def test_hdf5_rows_equal_the_torch_encoder(features_file, tiny_checkpoint, digit
         np.testing.assert_allclose(h5["codes/cat0"][:300], expected[1].numpy(), atol=1e-6)
 
 
-def test_onnx_engine_and_float16(tiny_checkpoint, digits, features_file, tmp_path):
+def test_onnx_engine_and_float16(tiny_checkpoint, digits, features_file, tmp_path, ort):
     out = tmp_path / "f16.h5"
     export_features(tiny_checkpoint, digits.subset(200), out, dtype="float16", engine="onnx")
     with h5py.File(out, "r") as h5, h5py.File(features_file, "r") as ref:
@@ -186,7 +192,7 @@ def test_bad_inputs_are_one_line_errors(tiny_checkpoint, tmp_path):
                                                           "truncated.safetensors"]
 
 
-def test_export_cli_happy_path(tiny_checkpoint, tmp_path):
+def test_export_cli_happy_path(tiny_checkpoint, tmp_path, ort):
     proc = _export_cli("onnx", str(tiny_checkpoint), "-o", str(tmp_path / "e.onnx"))
     assert proc.returncode == 0, proc.stderr
     assert "largest difference" in proc.stdout
