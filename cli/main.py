@@ -19,6 +19,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/infogan"),
     preset: Annotated[str, typer.Option(help="mnist (default, tuned), paper-mnist (the paper's exact recipe), svhn, celeba, chairs.")] = "mnist",
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder from its checkpoint (its settings are kept; --iterations may extend it).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an --out folder that already holds a run.")] = False,
     data: Annotated[Optional[str], typer.Option("--data", help="mnist-10k (embedded), idx:PATH, folder:PATH, mnist, fashion-mnist, svhn or celeba.")] = None,
     data_root: DataRoot = None,
     download: Annotated[bool, typer.Option(help="Let torchvision download a missing dataset (needs network).")] = False,
@@ -67,7 +68,7 @@ def train(
                              **{k: f"{v:.2f}" for k, v in record["mi"].items()}})
 
         try:
-            result = run_training(config, out, progress=progress, resume=resume is not None)
+            result = run_training(config, out, progress=progress, resume=resume is not None, overwrite=overwrite)
         except TrainingStopped as stopped:
             if bar is not None:
                 bar.close()

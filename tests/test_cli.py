@@ -96,6 +96,13 @@ def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
     assert not (tmp_path / "o").exists()  # nothing half-written
 
 
+def test_train_refuses_to_overwrite_a_run(trained):
+    out, _ = trained
+    result = runner.invoke(app, ["train", "--out", str(out), "--iterations", "1", "--quiet"])
+    assert result.exit_code == 2
+    assert "already holds a run" in result.output and "--resume" in result.output
+
+
 def test_no_arguments_shows_help():
     proc = _cli()
     assert "train" in proc.stdout + proc.stderr and "evaluate" in proc.stdout + proc.stderr

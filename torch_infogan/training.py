@@ -395,7 +395,7 @@ def _read_records(path: Path, up_to: int) -> list[dict]:
 
 
 def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, dict], None] | None = None,
-          data: ImageData | None = None, resume: bool = False) -> TrainResult:
+          data: ImageData | None = None, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train, then write checkpoint, metrics, pictures and a report into ``out``.
 
     A checkpoint is written atomically every ``checkpoint_every`` steps; ``resume=True`` continues from
@@ -409,6 +409,8 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
     checkpoint_path = out / "checkpoint.safetensors"
     if resume and not checkpoint_path.is_file():
         raise InfoGANError(f"nothing to resume: {checkpoint_path} does not exist")
+    if not resume and not overwrite and checkpoint_path.is_file():
+        raise InfoGANError(f"{out} already holds a run; continue it with --resume {out}, or start over with --overwrite")
     trainer = Trainer(config, data)
     main = trainer.rank == 0
     if resume:
