@@ -150,7 +150,7 @@ def test_hdf5_reader_random_bytes(tmp_path, raw):
 
 @FUZZ
 @given(st.dictionaries(st.sampled_from(["format", "format_version", "codes"]),
-                       st.text(max_size=30) | st.integers(-2**62, 2**62) | st.just("torch-infogan.features") | st.just("1"),
+                       st.text(st.characters(blacklist_characters="\x00"), max_size=30) | st.integers(-2**62, 2**62) | st.just("torch-infogan.features") | st.just("1"),
                        max_size=3),
        st.sampled_from(["features", "labels", "index", "other"]),
        st.tuples(st.integers(0, 5), st.integers(0, 3)))

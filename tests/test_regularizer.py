@@ -124,7 +124,7 @@ def test_weights_scale_the_loss():
     latent, codes = info.sample(8)
     D(G(latent))
     loss = info.loss(codes)
-    assert float(loss) == pytest.approx(-2.0 * info.bounds()["cat0"], rel=1e-5)
+    assert loss.item() == pytest.approx(-2.0 * info.bounds()["cat0"], rel=1e-5)
 
 
 def test_attach_twice_raises_and_remove_restores():
