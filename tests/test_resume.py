@@ -121,3 +121,22 @@ def test_skip_mode_survives_a_bad_step(tmp_path, monkeypatch):
     assert all(torch.isfinite(t).all() for t in load_file(str(tmp_path / "checkpoint.safetensors")).values()
                if t.is_floating_point())
     assert json.loads(read_metadata(tmp_path / "checkpoint.safetensors")["config"])["skipped"] == 1
+
+
+def test_skip_mode_skips_a_bad_real_batch_for_both_players(tmp_path, monkeypatch):
+    from torch_infogan import training
+
+    config = preset_config("mnist", limit=256, batch_size=32, iterations=8, log_every=4, checkpoint_every=8,
+                           on_nonfinite="skip")
+    original = training.Trainer.next_batch
+
+    def poisoned(self):
+        batch = original(self)
+        return torch.full_like(batch, float("nan")) if self.step_index == 3 else batch
+
+    monkeypatch.setattr(training.Trainer, "next_batch", poisoned)
+    result = train(config, tmp_path)
+    assert result.steps == 8
+    tensors = load_file(str(tmp_path / "checkpoint.safetensors"))
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    assert json.loads(read_metadata(tmp_path / "checkpoint.safetensors")["config"])["skipped"] == 1

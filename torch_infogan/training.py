@@ -270,6 +270,8 @@ class Trainer:
         alternating = self.config.updates == "alternating"
         (gan_d + mi).backward(inputs=list(self.discriminator.parameters()), retain_graph=not alternating)
         if alternating:
+            if self.config.on_nonfinite == "skip" and not bool(torch.isfinite(gan_d + mi)):
+                return torch.full((2,), float("nan"), device=real.device)  # `step` skips the whole step
             self.opt_d.step()
             with autocast:
                 d_fake = self.discriminator(fake)

@@ -38,11 +38,6 @@ class ImageData:
         return ImageData(self.images[:n], labels, self.name, self.split)
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images to float32 in [0, 1], the range of the reference generator's sigmoid output."""
-    return images.float().div_(255.0)
-
-
 def load_data(spec: str = EMBEDDED, root: str | Path | None = None, split: str = "train",
               download: bool = False, image_size: int | None = None) -> ImageData:
     """Load a dataset by spec.
@@ -143,4 +138,4 @@ def _stack(dataset, name: str, split: str, labels: bool = True) -> ImageData:
     return ImageData(torch.stack(images), torch.tensor(targets) if labels else None, name, split)
 
 
-__all__ = ["EMBEDDED", "ImageData", "load_data", "parse_idx", "read_idx", "to_float"]
+__all__ = ["EMBEDDED", "ImageData", "load_data", "parse_idx", "read_idx"]
