@@ -288,10 +288,16 @@ class Trainer:
         for opt, lr in ((self.opt_d, self.config.lr_d), (self.opt_g, self.config.lr_g)):
             for group in opt.param_groups:
                 group["lr"] = lr * factor
+        skip_mode = self.config.on_nonfinite == "skip"
+        if skip_mode:  # batch-norm statistics move in the forward: keep a copy to undo a bad step
+            buffers = [b for m in (self.generator, self.discriminator) for b in m.buffers()]
+            saved = [b.clone() for b in buffers]
         losses = self._step_fn(self.next_batch())
-        if self.config.on_nonfinite == "skip" and not bool(torch.isfinite(losses).all()):
+        if skip_mode and not bool(torch.isfinite(losses).all()):
             self.opt_d.zero_grad(set_to_none=True)
             self.opt_g.zero_grad(set_to_none=True)
+            for buffer, copy in zip(buffers, saved):
+                buffer.copy_(copy)
             self.skipped += 1
         else:
             if self.config.updates == "simultaneous":
