@@ -45,7 +45,7 @@ def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path):
     out, report = tmp_path / "run", tmp_path / "report.json"
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29533", str(script), str(out),
+    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(script), str(out),
                            str(report)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(report.read_text())
@@ -64,7 +64,7 @@ def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path):
 def test_torchrun_runs_the_cli_module(tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29534", "-m", "torch_infogan.cli",
+    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "torch_infogan.cli",
                            "train", "--out", str(tmp_path / "cli"), "--limit", "256", "--batch-size", "16",
                            "--iterations", "4", "--log-every", "2", "--device", "cpu", "--quiet"],
                           capture_output=True, text=True, env=env, timeout=300)
