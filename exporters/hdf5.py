@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,8 +48,6 @@ def export_features(checkpoint: str | Path | Checkpoint, data: ImageData, out: s
     continuous codes; ``labels`` [N] where the data has them; ``index`` [N] into the source dataset.
     The file is written under a temporary name and renamed at the end.
     """
-    import time
-
     import h5py
 
     if dtype not in ("float16", "float32"):

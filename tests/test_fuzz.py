@@ -100,6 +100,15 @@ def test_checkpoint_loader_truncated_and_flipped(tmp_path, checkpoint_bytes, dat
     _loads_or_says_why(lambda: load_checkpoint(path))
 
 
+def _checkpoint_parts(path):
+    """A checkpoint's metadata and tensors, to alter and write back."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    return metadata, load_file(str(path))
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats() | st.text(max_size=8),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
                            max_leaves=8)
@@ -108,11 +117,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**
 @FUZZ_CHECKPOINT
 @given(st.data())
 def test_checkpoint_loader_altered_metadata(tmp_path, tiny_checkpoint, data):
-    from safetensors import safe_open
-
-    with safe_open(str(tiny_checkpoint), framework="pt") as handle:
-        metadata = dict(handle.metadata())
-    tensors = load_file(str(tiny_checkpoint))
+    metadata, tensors = _checkpoint_parts(tiny_checkpoint)
     config = json.loads(metadata["config"])
     section = data.draw(st.sampled_from(["top", "info", "model"]))
     target = config if section == "top" else config[section]
@@ -128,11 +133,7 @@ def test_checkpoint_loader_altered_metadata(tmp_path, tiny_checkpoint, data):
 
 
 def test_checkpoint_with_a_wrong_tensor_shape_is_refused(tmp_path, tiny_checkpoint):
-    from safetensors import safe_open
-
-    with safe_open(str(tiny_checkpoint), framework="pt") as handle:
-        metadata = dict(handle.metadata())
-    tensors = load_file(str(tiny_checkpoint))
+    metadata, tensors = _checkpoint_parts(tiny_checkpoint)
     tensors["generator.fc.0.weight"] = tensors["generator.fc.0.weight"][:, :5].contiguous()
     path = tmp_path / "shape.safetensors"
     save_file(tensors, str(path), metadata=metadata)
