@@ -20,6 +20,8 @@ def _widths(image_size: int, widths) -> tuple[int, ...]:
                                f"(defaults exist for {sorted(DEFAULT_WIDTHS)})")
         widths = DEFAULT_WIDTHS[image_size]
     widths = tuple(int(w) for w in widths)
+    if not widths or min(widths) < 1:
+        raise InfoGANError(f"widths must be one or more positive channel counts, got {list(widths)}")
     if image_size % (2 ** len(widths)):
         raise InfoGANError(f"image size {image_size} is not divisible by 2**{len(widths)} (one halving per conv)")
     return widths
