@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch_infogan import training
 
 out, report = sys.argv[1], sys.argv[2]
+dist.init_process_group("gloo")  # ours, so train() leaves it alive for the all_gather below
 config = training.preset_config("mnist", limit=512, batch_size=16, iterations=6, log_every=3, checkpoint_every=3,
                                 device="cpu")
 trainers = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -306,6 +307,16 @@ class Trainer:
         self.step_index += 1
         return losses
 
+    def close(self) -> None:
+        """Drops the DistributedDataParallel wrappers, which hold the process group, so it can be destroyed.
+
+        The trainer keeps working on one process afterwards (``step`` no longer synchronizes ranks).
+        """
+        if self.world > 1:
+            self.g_forward, self.d_forward = self.generator, _PairForward(self.discriminator)
+            self._step_fn = self._step
+            gc.collect()  # DDP's reducer may sit in a reference cycle; free it now, not at interpreter exit
+
     def parameters_finite(self) -> bool:
         """Whether every parameter and buffer of G and D (with Q) is finite (one host sync)."""
         tensors = [t for m in (self.generator, self.discriminator) for t in m.state_dict().values()
@@ -410,6 +421,9 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
     ``out/checkpoint.safetensors``. SIGINT/SIGTERM save a checkpoint and raise ``TrainingStopped``; so do
     non-finite losses or parameters (then without saving: the last good checkpoint stays).
     ``progress(step, total, record)`` is called at every logging step with the latest metrics.
+
+    Under torchrun, a process group that this call initializes it also destroys when the training loop
+    ends; a caller that needs the group afterwards calls ``dist.init_process_group`` before ``train``.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -419,6 +433,7 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
         raise InfoGANError(f"nothing to resume: {checkpoint_path} does not exist")
     if not resume and not overwrite and checkpoint_path.is_file():
         raise InfoGANError(f"{out} already holds a run; continue it with --resume {out}, or start over with --overwrite")
+    owns_group = not (dist.is_available() and dist.is_initialized())
     trainer = Trainer(config, data)
     main = trainer.rank == 0
     if resume:
@@ -482,6 +497,11 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
     finally:
         if metrics_file is not None:
             metrics_file.close()
+        # Every rank gets here at the same step. A process group this call created is destroyed here, after
+        # the DDP wrappers that reference it: a group left to interpreter exit can abort the process.
+        trainer.close()
+        if owns_group and trainer.world > 1:
+            dist.destroy_process_group()
     seconds = time.perf_counter() - start
     steps_run = trainer.step_index - first_step
     result = TrainResult(out, checkpoint_path, trainer.step_index, seconds,
