@@ -132,7 +132,7 @@ def main():
     variants = {"naive": naive_loop(data.images, args.batch_size, device),
                 "torch-infogan": ours(data, args.batch_size, device)}
     if args.bf16:
-        variants["torch-infogan bf16"] = ours(data, args.batch_size, device, "bf16")
+        variants["torch-infogan bf16 autocast"] = ours(data, args.batch_size, device, "bf16")
     if args.compile:
         variants["torch-infogan compile"] = ours(data, args.batch_size, device, compile=True)
     best = {name: 0.0 for name in variants}
@@ -142,9 +142,9 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size}; "
           f"best of {args.rounds} rounds of {args.steps} steps")
-    print(f"{'step':<24}{'images/s':>10}{'vs naive':>10}")
+    print(f"{'step':<30}{'images/s':>10}{'vs naive':>10}")
     for key, value in best.items():
-        print(f"{key:<24}{value:>10.0f}{value / best['naive']:>9.2f}x")
+        print(f"{key:<30}{value:>10.0f}{value / best['naive']:>9.2f}x")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def train(
     epochs: Annotated[Optional[float], typer.Option(help="Training length in epochs (overrides --iterations).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (MI terms stay fp32).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on GPUs and on CPUs with AMX, else fp32), fp32, or bf16 autocast (MI terms stay fp32).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step.")] = None,
     log_every: Annotated[Optional[int], typer.Option(help="Log metrics every N iterations.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Write the checkpoint every N iterations.")] = None,

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from torch_infogan.checkpoint import load_checkpoint
 from torch_infogan.cli.main import app
+from torch_infogan.training import resolve_precision
 
 runner = CliRunner()
 
@@ -76,6 +78,18 @@ def test_sample_and_traverse(trained, tmp_path):
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["traversal_unif1_0.png", "traversal_unif1_1.png"]
 
 
+def test_auto_precision_follows_the_cpu(trained):
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    expected = "bf16" if "amx_bf16" in cpuinfo.read_text().split() else "fp32"
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    out, _ = trained  # the fixture's run used the default, auto, and the report names what it resolved to
+    assert f"precision {expected}:" in (out / "report.md").read_text()
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "torch_infogan.cli", *args], capture_output=True, text=True)
 
@@ -86,6 +100,7 @@ def _cli(*args):
     (["train", "--data", "idx:/no/such/folder"], "IDX folder not found"),
     (["evaluate", "/no/such/checkpoint.safetensors"], "checkpoint not found"),
     (["train", "--preset", "nope"], "unknown preset 'nope'"),
+    (["train", "--precision", "fp16"], "precision must be auto, fp32 or bf16"),
 ])
 def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
     proc = _cli(*args, *(["--out", str(tmp_path / "o")] if args[0] == "train" else []))
