@@ -232,12 +232,11 @@ class Trainer:
         self.code_gen = torch.Generator(device=self.device).manual_seed(config.seed * 1000 + 1 + self.rank)
         self._order = torch.empty(0, dtype=torch.long, device=self.device)
         self._cursor = 0
+        self.g_forward, self.d_forward = self.generator, _PairForward(self.discriminator)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_forward = nn.parallel.DistributedDataParallel(self.generator, device_ids=ids)
-            self.d_forward = nn.parallel.DistributedDataParallel(_PairForward(self.discriminator), device_ids=ids)
-        else:
-            self.g_forward, self.d_forward = self.generator, _PairForward(self.discriminator)
+            self.g_forward = nn.parallel.DistributedDataParallel(self.g_forward, device_ids=ids)
+            self.d_forward = nn.parallel.DistributedDataParallel(self.d_forward, device_ids=ids)
         self._step_fn = torch.compile(self._step) if config.compile else self._step
 
     def _iterations(self) -> int:
@@ -330,8 +329,8 @@ class Trainer:
 
         The trainer keeps working on one process afterwards (``step`` no longer synchronizes ranks).
         """
-        if self.world > 1:
-            self.g_forward, self.d_forward = self.generator, _PairForward(self.discriminator)
+        if isinstance(self.g_forward, nn.parallel.DistributedDataParallel):
+            self.g_forward, self.d_forward = self.g_forward.module, self.d_forward.module
             self._step_fn = self._step
             gc.collect()  # DDP's reducer may sit in a reference cycle; free it now, not at interpreter exit
 
