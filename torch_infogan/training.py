@@ -221,7 +221,9 @@ class Trainer:
         if config.sync_bn and self.world > 1:
             self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
             self.discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
-        fused = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        # Fused Adam (one kernel over all parameters) runs on CUDA and on the CPU; on the CPU it is about
+        # 4x faster than foreach for the ~13M parameters of the MNIST networks (benchmarks.md).
+        fused = {"fused": True} if self.device.type in ("cuda", "cpu") else {"foreach": True}
         betas = (config.beta1, config.beta2)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas, **fused)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas, **fused)
