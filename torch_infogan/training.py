@@ -46,6 +46,7 @@ class TrainConfig:
     beta2: float = 0.999
     lr_decay: bool = False
     instance_noise: float = 0.0
+    translate: int = 0
     updates: str = "alternating"
     q_hidden: int = 128
     train_trunk: bool = True
@@ -150,6 +151,24 @@ class TrainingStopped(InfoGANError):
         self.signum = signum
 
 
+def random_translate(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shift each image by its own random whole-pixel offset in [-max_shift, max_shift] on both axes.
+
+    Zero fill at the borders; differentiable in ``images`` (the generator learns through it). This is the
+    translation of DiffAugment (Zhao et al., 2020): D and Q see real and generated images shifted alike.
+    """
+    if max_shift <= 0:
+        return images
+    b, c, h, w = images.shape
+    s = max_shift
+    padded = F.pad(images, (s, s, s, s))
+    dy = torch.randint(0, 2 * s + 1, (b, 1, 1, 1), generator=generator, device=images.device)
+    dx = torch.randint(0, 2 * s + 1, (b, 1, 1, 1), generator=generator, device=images.device)
+    rows = (torch.arange(h, device=images.device).view(1, 1, h, 1) + dy).expand(b, c, h, w + 2 * s)
+    cols = (torch.arange(w, device=images.device).view(1, 1, 1, w) + dx).expand(b, c, h, w)
+    return padded.gather(2, rows).gather(3, cols)
+
+
 class _PairForward(nn.Module):
     """Runs D on the real and the generated batch in one call, so DDP sees one forward per backward."""
 
@@ -195,6 +214,8 @@ class Trainer:
         for name in ("iterations", "log_every", "checkpoint_every"):
             if getattr(config, name) < 1:
                 raise InfoGANError(f"{name.replace('_', '-')} must be >= 1")
+        if config.translate < 0:
+            raise InfoGANError(f"translate must be >= 0 pixels, got {config.translate}")
         torch.manual_seed(config.seed)
         data = data if data is not None else load_data(config.data, config.data_root, "train", config.download)
         self.full_data = data  # evaluation uses every image, as `infogan evaluate --data ...` does
@@ -280,6 +301,9 @@ class Trainer:
             if sigma > 0:
                 real = real + sigma * torch.randn(real.shape, generator=self.code_gen, device=real.device)
                 fake = fake + sigma * torch.randn(fake.shape, generator=self.code_gen, device=fake.device)
+            if self.config.translate:
+                real = random_translate(real, self.config.translate, self.code_gen)
+                fake = random_translate(fake, self.config.translate, self.code_gen)
             d_real, d_fake = self.d_forward(real, fake)
             mi = info.loss(codes)
             ones, zeros = torch.ones_like(d_real), torch.zeros_like(d_real)
