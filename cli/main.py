@@ -34,6 +34,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on GPUs and on CPUs with AMX, else fp32), fp32, or bf16 autocast (MI terms stay fp32).")] = None,
+    translate: Annotated[Optional[int], typer.Option(help="Shift the images D sees by up to N pixels (0: off; mnist preset: 2).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step.")] = None,
     log_every: Annotated[Optional[int], typer.Option(help="Log metrics every N iterations.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Write the checkpoint every N iterations.")] = None,
@@ -45,7 +46,7 @@ def train(
     overrides = dict(data=data, data_root=str(data_root) if data_root else None, download=download or None,
                      limit=limit, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
                      iterations=iterations, epochs=epochs, seed=seed, device=device, precision=precision,
-                     compile=compile, log_every=log_every, checkpoint_every=checkpoint_every,
+                     translate=translate, compile=compile, log_every=log_every, checkpoint_every=checkpoint_every,
                      on_nonfinite=on_nonfinite, sync_bn=sync_bn)
     with user_errors():
         from torch_infogan.training import TrainingStopped, preset_config, resume_config, train as run_training

@@ -101,6 +101,7 @@ def _cli(*args):
     (["evaluate", "/no/such/checkpoint.safetensors"], "checkpoint not found"),
     (["train", "--preset", "nope"], "unknown preset 'nope'"),
     (["train", "--precision", "fp16"], "precision must be auto, fp32 or bf16"),
+    (["train", "--translate", "-1"], "translate must be >= 0 pixels"),
 ])
 def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
     proc = _cli(*args, *(["--out", str(tmp_path / "o")] if args[0] == "train" else []))
