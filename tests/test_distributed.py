@@ -72,3 +72,33 @@ def test_torchrun_runs_the_cli_module(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("next: infogan evaluate") == 1  # only rank 0 reports
     assert load_checkpoint(tmp_path / "cli" / "checkpoint.safetensors").step == 4
+
+
+FAILS_EARLY = r'''
+import json, os, sys
+import torch.distributed as dist
+from torch_infogan import training
+from torch_infogan.errors import InfoGANError
+
+config = training.preset_config("mnist", limit=20, batch_size=16, iterations=2, device="cpu")
+try:
+    training.train(config, sys.argv[1])
+except InfoGANError as exc:
+    report = f"{sys.argv[2]}.{os.environ['RANK']}.json"
+    json.dump({"error": str(exc), "group_alive": dist.is_initialized()}, open(report, "w"))
+'''
+
+
+def test_a_run_that_fails_to_start_releases_the_process_group_it_created(tmp_path):
+    script = tmp_path / "fails.py"
+    script.write_text(FAILS_EARLY)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path / "run"),
+                           str(tmp_path / "report")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"report.{rank}.json").read_text())
+        assert "fewer than one batch" in result["error"]  # 20 images, 16 per rank x 2 ranks
+        assert result["group_alive"] is False
+    assert not (tmp_path / "run").exists()

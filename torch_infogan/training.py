@@ -478,10 +478,18 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
     if not resume and not overwrite and checkpoint_path.is_file():
         raise InfoGANError(f"{out} already holds a run; continue it with --resume {out}, or start over with --overwrite")
     owns_group = not (dist.is_available() and dist.is_initialized())
-    trainer = Trainer(config, data)
+    trainer = None
+    try:
+        trainer = Trainer(config, data)
+        if resume:
+            trainer.resume(checkpoint_path)
+    except BaseException:  # e.g. a dataset too small for one batch per rank: release what was set up
+        if trainer is not None:
+            trainer.close()
+        if owns_group and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        raise
     main = trainer.rank == 0
-    if resume:
-        trainer.resume(checkpoint_path)
     if main:
         out.mkdir(parents=True, exist_ok=True)
     info, total = trainer.info, trainer.iterations
