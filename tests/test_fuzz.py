@@ -16,8 +16,11 @@ from torch_infogan.checkpoint import load_checkpoint
 from torch_infogan.data.idx import parse_idx, read_idx
 from torch_infogan.exporters import FeatureDataset
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-FUZZ_CHECKPOINT = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same examples on every run, so a test run is reproducible (CI included).
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ_CHECKPOINT = settings(max_examples=40, deadline=None, derandomize=True,
+                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _loads_or_says_why(call):
@@ -151,7 +154,8 @@ def test_hdf5_reader_random_bytes(tmp_path, raw):
 
 @FUZZ
 @given(st.dictionaries(st.sampled_from(["format", "format_version", "codes"]),
-                       st.text(st.characters(blacklist_characters="\x00"), max_size=30) | st.integers(-2**62, 2**62) | st.just("torch-infogan.features") | st.just("1"),
+                       # no surrogate code points: HDF5 stores UTF-8, which cannot hold them
+                       st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30) | st.integers(-2**62, 2**62) | st.just("torch-infogan.features") | st.just("1"),
                        max_size=3),
        st.sampled_from(["features", "labels", "index", "other"]),
        st.tuples(st.integers(0, 5), st.integers(0, 3)))
