@@ -302,9 +302,8 @@ class Trainer:
             if sigma > 0:
                 real = real + sigma * torch.randn(real.shape, generator=self.code_gen, device=real.device)
                 fake = fake + sigma * torch.randn(fake.shape, generator=self.code_gen, device=fake.device)
-            if self.config.translate:
-                real = random_translate(real, self.config.translate, self.code_gen)
-                fake = random_translate(fake, self.config.translate, self.code_gen)
+            real = random_translate(real, self.config.translate, self.code_gen)
+            fake = random_translate(fake, self.config.translate, self.code_gen)
             d_real, d_fake = self.d_forward(real, fake)
             mi = info.loss(codes)
             ones, zeros = torch.ones_like(d_real), torch.zeros_like(d_real)
@@ -457,6 +456,17 @@ def _read_records(path: Path, up_to: int) -> list[dict]:
     return records
 
 
+def _release(trainer: Trainer | None, owns_group: bool) -> None:
+    """Drop the DDP wrappers, then destroy the process group if ``train`` created it.
+
+    The wrappers reference the group, and a group left to interpreter exit can abort the process.
+    """
+    if trainer is not None:
+        trainer.close()
+    if owns_group and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, dict], None] | None = None,
           data: ImageData | None = None, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train, then write checkpoint, metrics, pictures and a report into ``out``.
@@ -484,10 +494,7 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
         if resume:
             trainer.resume(checkpoint_path)
     except BaseException:  # e.g. a dataset too small for one batch per rank: release what was set up
-        if trainer is not None:
-            trainer.close()
-        if owns_group and dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        _release(trainer, owns_group)
         raise
     main = trainer.rank == 0
     if main:
@@ -549,11 +556,8 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
     finally:
         if metrics_file is not None:
             metrics_file.close()
-        # Every rank gets here at the same step. A process group this call created is destroyed here, after
-        # the DDP wrappers that reference it: a group left to interpreter exit can abort the process.
-        trainer.close()
-        if owns_group and trainer.world > 1:
-            dist.destroy_process_group()
+        # Every rank gets here at the same step.
+        _release(trainer, owns_group)
     seconds = time.perf_counter() - start
     steps_run = trainer.step_index - first_step
     result = TrainResult(out, checkpoint_path, trainer.step_index, seconds,
