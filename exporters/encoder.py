@@ -5,19 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from torch_infogan.codes import split_params
+from torch_infogan.errors import InfoGANError
 from torch_infogan.regularizer import InfoRegularizer
 
 
 def output_names(info: InfoRegularizer) -> list[str]:
-    """The encoder's outputs: ``features``, then per code ``<key>_probs`` or ``<key>_mean``/``<key>_std``."""
+    """The encoder's outputs: ``features``, then per code ``<key>_<part>`` for each of its ``posterior_parts``
+    (``cat0_probs``; ``unif1_mean``, ``unif1_std``)."""
     names = ["features"]
     for key, code in zip(info.keys, info.codes):
-        names += [f"{key}_{part}" for part in _parts(code)]
+        names += [f"{key}_{part}" for part in code.posterior_parts]
     return names
-
-
-def _parts(code) -> list[str]:
-    return ["probs"] if code.discrete() else ["mean", "std"]
 
 
 class Encoder(nn.Module):
@@ -33,11 +32,13 @@ class Encoder(nn.Module):
         features = self.info.features(images)
         params = self.q(features)
         outputs = [features]
-        start = 0
-        for code in self.info.codes:
-            posterior = code.posterior(params[:, start:start + code.param_dim])
-            outputs += [posterior[part] for part in _parts(code)]
-            start += code.param_dim
+        for code, part in zip(self.info.codes, split_params(self.info.codes, params)):
+            posterior = code.posterior(part)
+            missing = [name for name in code.posterior_parts if name not in posterior]
+            if missing:
+                raise InfoGANError(f"{type(code).__name__}.posterior() returned {sorted(posterior)}, "
+                                   f"not its posterior_parts {list(code.posterior_parts)}")
+            outputs += [posterior[name] for name in code.posterior_parts]
         return tuple(outputs)
 
 

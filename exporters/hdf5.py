@@ -124,10 +124,9 @@ def _create(h5, names, outputs, rows, dtype, data: ImageData, ckpt: Checkpoint) 
     import torch_infogan
 
     datasets = {}
-    for name, value in zip(names, outputs):
+    for name, path, value in zip(names, _dataset_paths(ckpt.info), outputs):
         width = value.shape[1]
         store = np.dtype(dtype)
-        path = "features" if name == "features" else "codes/" + _code_dataset(name)
         datasets[name] = h5.create_dataset(path, shape=(rows, width), maxshape=(None, width), dtype=store,
                                            chunks=(_chunk_rows(width, store.itemsize, rows), width),
                                            compression="gzip", compression_opts=1, shuffle=True)
@@ -145,12 +144,14 @@ def _create(h5, names, outputs, rows, dtype, data: ImageData, ckpt: Checkpoint) 
     return datasets
 
 
-def _code_dataset(output_name: str) -> str:
-    """``cat0_probs`` -> ``cat0``; ``unif1_mean`` -> ``unif1``; ``unif1_std`` -> ``unif1_std``."""
-    for suffix in ("_probs", "_mean"):
-        if output_name.endswith(suffix):
-            return output_name[: -len(suffix)]
-    return output_name
+def _dataset_paths(info) -> list[str]:
+    """Where each encoder output goes, in ``output_names`` order: ``features``, then per code its first
+    posterior part at ``codes/<key>`` (``cat0``: probabilities; ``unif1``: means) and the others at
+    ``codes/<key>_<part>`` (``unif1_std``)."""
+    paths = ["features"]
+    for key, code in zip(info.keys, info.codes):
+        paths += [f"codes/{key}" if i == 0 else f"codes/{key}_{part}" for i, part in enumerate(code.posterior_parts)]
+    return paths
 
 
 def validate_features_file(path: str | Path) -> None:

@@ -69,8 +69,7 @@ def export_onnx(checkpoint: str | Path | Checkpoint, out: str | Path, part: str 
         input_name, names = "images", output_names(info)
     else:
         module = GeneratorExport(ckpt.generator).eval()
-        example, _ = info.sample(2, generator=torch.Generator().manual_seed(0))
-        example = example.detach()
+        example, _ = info.draw(2, generator=torch.Generator().manual_seed(0))
         input_name, names = "latent", ["images"]
     ckpt.generator.eval()
     ckpt.discriminator.eval()
@@ -114,7 +113,7 @@ def _compare(module, path, input_name, info, config, part, n) -> tuple[float, st
     if part == "encoder":
         x = torch.rand(n, *config["image_shape"], generator=gen)
     else:
-        x = info.sample(n, generator=gen)[0].detach()
+        x = info.draw(n, generator=gen)[0]
     with torch.no_grad():
         expected = module(x)
     expected = expected if isinstance(expected, tuple) else (expected,)

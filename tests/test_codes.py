@@ -1,10 +1,16 @@
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 from torch import distributions as dist
+from torch import nn
 
-from torch_infogan import InfoGANError, format_codes, get_code, list_codes, parse_codes, register_code
+from torch_infogan import (InfoGANError, InfoRegularizer, format_codes, get_code, list_codes, parse_codes,
+                           register_code, split_params)
 from torch_infogan.codes import Code, _REGISTRY
 
 CODES = list_codes()
@@ -85,7 +91,7 @@ def test_exact_q_reaches_the_best_bound(code):
     exact = code.nll(_exact_params(code, value), value).mean()
     noisy = code.nll(_exact_params(code, value) + torch.randn(32, code.param_dim), value).mean()
     assert exact <= noisy
-    if code.discrete():
+    if code.has_enumerate_support:
         # all mass on the true value: NLL 0, so the bound H(c) - NLL equals the entropy (log k for cat)
         assert float(code.entropy() - exact) == pytest.approx(float(code.entropy()), abs=1e-4)
     if code.name == "cat":
@@ -130,12 +136,65 @@ def test_spec_round_trips(code):
 
 def test_traversal_values(code):
     values = code.traversal(7)
-    if code.name == "cat":
-        assert values.tolist() == list(range(code.k))
-    elif code.discrete():
-        assert values.tolist() == [0.0, 1.0]
+    if code.has_enumerate_support:
+        assert torch.equal(values, code.enumerate_support())
     else:
         assert values[0] == -2 and values[-1] == 2 and len(values) == 7
+    if code.name == "cat":
+        assert values.tolist() == list(range(code.k)) and values.dtype == torch.long
+    if code.name == "bern":
+        assert values.tolist() == [0.0, 1.0]
+
+
+def test_held_value_is_shaped_like_one_sample(code):
+    held = code.held_value(generator=torch.Generator().manual_seed(0))
+    assert held.shape == code.sample(1).shape and held.shape[0] == 1
+    assert code.encode(held).shape == (1, code.input_dim)
+    if code.has_enumerate_support:
+        assert set(held.flatten().tolist()) <= set(code.enumerate_support().tolist())
+    else:
+        torch.testing.assert_close(held, code.mean.unsqueeze(0))
+        assert code.mean.dtype.is_floating_point
+
+
+def test_mean_is_the_prior_mean(code):
+    if code.has_enumerate_support:
+        return
+    assert code.mean.shape == (code.dim,)
+    empirical = code.sample(20000, generator=torch.Generator().manual_seed(0)).mean(0)
+    torch.testing.assert_close(code.mean, empirical, atol=0.03, rtol=0)
+
+
+def test_posterior_keys_are_the_posterior_parts(code):
+    posterior = code.posterior(torch.randn(5, code.param_dim))
+    assert tuple(posterior) == tuple(code.posterior_parts)
+
+
+def test_sweep_dims(code):
+    expected = 1 if code.name == "cat" else code.dim
+    assert code.sweep_dims == expected
+
+
+def test_cluster(code):
+    q = torch.randn(6, code.param_dim)
+    assigned = code.cluster(q)
+    if code.num_clusters is None:
+        assert assigned is None
+    else:
+        assert assigned.shape == (6,) and assigned.dtype == torch.long
+        assert 0 <= int(assigned.min()) and int(assigned.max()) < code.num_clusters
+    if code.name == "cat":
+        assert code.num_clusters == code.k and torch.equal(assigned, q.argmax(1))
+
+
+def test_split_params_gives_each_code_its_width():
+    codes = [_variants(name)[i] for name in CODES for i in range(2)]
+    q = torch.randn(3, sum(c.param_dim for c in codes))
+    parts = split_params(codes, q)
+    assert [p.shape for p in parts] == [(3, c.param_dim) for c in codes]
+    torch.testing.assert_close(torch.cat(parts, 1), q)
+    with pytest.raises(InfoGANError, match="param_dim"):
+        split_params(codes, q[:, 1:])
 
 
 def test_multi_code_spec_round_trip():
@@ -184,9 +243,208 @@ def test_register_refuses_a_duplicate_and_accepts_a_new_code():
             def entropy(self):
                 return torch.tensor(self.dim * 0.5 * math.log(math.pi * math.e / 2))
 
+            def posterior(self, q_params):
+                return {"mean": q_params, "std": torch.ones_like(q_params)}
+
+            @property
+            def mean(self):
+                return torch.full((self.dim,), math.sqrt(2 / math.pi))
+
         assert "halfnormal" in list_codes()
         codes = parse_codes("cat:10,halfnormal:2:weight=0.1")
         assert codes[1].dim == 2 and codes[1].weight == 0.1
         assert format_codes(codes) == "cat:10,halfnormal:2:weight=0.1"
     finally:
         _REGISTRY.pop("halfnormal", None)
+
+
+class _NoNll(Code):
+    def __init__(self, dim: int = 1, weight: float = 1.0):
+        super().__init__(weight)
+        self.dim = self.input_dim = self.param_dim = dim
+
+    def sample(self, n, generator=None, device=None):
+        return torch.randn(n, self.dim, generator=generator, device=device)
+
+    def entropy(self):
+        return torch.tensor(0.0)
+
+    def posterior(self, q_params):
+        return {"mean": q_params, "std": torch.ones_like(q_params)}
+
+    @property
+    def mean(self):
+        return torch.zeros(self.dim)
+
+
+def test_register_refuses_a_class_missing_a_required_member():
+    with pytest.raises(InfoGANError, match="must define nll") as err:
+        register_code("nonll_test")(_NoNll)
+    assert "_NoNll" in str(err.value) and "nonll_test" not in _REGISTRY
+
+    no_mean = type("NoMean", (_NoNll,), {"nll": lambda self, q, v: (v - q).pow(2).sum(1), "mean": Code.mean})
+    with pytest.raises(InfoGANError, match=r"must define mean\b"):
+        register_code("nomean_test")(no_mean)
+
+    finite = type("Finite", (no_mean,), {"has_enumerate_support": True})  # needs enumerate_support, not mean
+    with pytest.raises(InfoGANError, match="must define enumerate_support"):
+        register_code("finite_test")(finite)
+    assert not {"nomean_test", "finite_test"} & set(_REGISTRY)
+
+    with pytest.raises(InfoGANError, match="subclass"):
+        register_code("notacode_test")(object)
+
+
+def test_every_registered_code_passes_registration_checks():
+    from torch_infogan.codes import _missing_members
+
+    assert {name: _missing_members(_REGISTRY[name]) for name in CODES} == {name: [] for name in CODES}
+
+
+# A user code, written as a user would; the checkpoint test below also runs it in fresh processes.
+LAPLACE_SOURCE = textwrap.dedent('''
+    import math
+
+    import torch
+    from torch_infogan import Code, register_code
+
+
+    @register_code("laplace_test")
+    class LaplaceTest(Code):
+        """Laplace(0, 1) prior per dimension; Q predicts the location."""
+
+        def __init__(self, dim: int = 1, weight: float = 1.0):
+            super().__init__(weight)
+            self.dim = self.input_dim = self.param_dim = int(dim)
+
+        def sample(self, n, generator=None, device=None):
+            e = torch.empty(2, n, self.dim, device=device).exponential_(generator=generator)
+            return e[0] - e[1]
+
+        def nll(self, q_params, value):
+            return ((value.float() - q_params.float()).abs() + math.log(2)).sum(1)
+
+        def entropy(self):
+            return torch.tensor(self.dim * (1 + math.log(2)))
+
+        def posterior(self, q_params):
+            return {"mean": q_params.float(), "std": torch.full_like(q_params.float(), math.sqrt(2))}
+
+        @property
+        def mean(self):
+            return torch.zeros(self.dim)
+''')
+
+
+@pytest.fixture
+def laplace_test():
+    """Registers ``laplace_test`` for one test."""
+    assert "laplace_test" not in _REGISTRY
+    try:
+        exec(compile(LAPLACE_SOURCE, "laplace_test", "exec"), {"__name__": "laplace_test"})
+        yield _REGISTRY["laplace_test"]
+    finally:
+        _REGISTRY.pop("laplace_test", None)
+
+
+class _Recorder(nn.Module):
+    """Wraps a generator and keeps its latest input."""
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+        self.latent = None
+
+    def forward(self, latent):
+        self.latent = latent.clone()
+        return self.generator(latent)
+
+
+def _traversal_setup(spec):
+    from torch_infogan.models import DCGAN_TAP, build_dcgan
+
+    info = InfoRegularizer(spec, noise_dim=4)
+    G, D = build_dcgan(info.latent_dim, widths=(4, 8), fc_dim=16)
+    info.attach(D, DCGAN_TAP, example=torch.rand(2, 1, 28, 28))
+    return info, _Recorder(G)
+
+
+def _code_inputs(info, latent, index):
+    start = info.noise_dim + sum(c.input_dim for c in info.codes[:index])
+    return latent[:, start:start + info.codes[index].input_dim]
+
+
+@pytest.mark.parametrize("name", CODES + ["laplace_test"])
+def test_every_code_goes_through_traversal_pictures(name, request):
+    """Needs InfoRegularizer.draw."""
+    if name == "laplace_test":
+        request.getfixturevalue("laplace_test")
+    from torch_infogan.pictures import traversal_images, traversal_names
+
+    info, G = _traversal_setup(f"cat:3,{name}:2" if name != "cat" else "cat:3,cat:4")
+    code = info.codes[1]
+    names = traversal_names(info)
+    assert [(k, d) for k, d, _ in names if k == info.keys[1]] == [(info.keys[1], d) for d in range(code.sweep_dims)]
+    for _, d, _ in (n for n in names if n[0] == info.keys[1]):
+        images, cols = traversal_images(G, info, info.keys[1], dim=d, steps=5)
+        rows = images.shape[0] // cols
+        assert images.shape == (rows * cols, 1, 28, 28) and torch.isfinite(images).all()
+        swept = _code_inputs(info, G.latent, 1).view(rows, cols, -1)
+        held_cat = _code_inputs(info, G.latent, 0).view(rows, cols, -1)
+        if name == "cat":  # one row per class, noise across columns; the other categorical code is held
+            assert (rows, cols) == (4, 10)
+            torch.testing.assert_close(swept.argmax(-1), torch.arange(4).view(4, 1).expand(4, 10))
+            assert (held_cat == held_cat[0, 0]).all()
+        else:  # columns sweep dimension d; rows are the classes of the categorical code
+            values = code.traversal(5).float()
+            assert (rows, cols) == (3, len(values))
+            torch.testing.assert_close(swept[..., d], values.expand(rows, cols))
+            others = [i for i in range(swept.shape[-1]) if i != d]
+            assert (swept[..., others] == swept[0, 0, others]).all()
+            assert torch.equal(held_cat.argmax(-1), torch.arange(3).view(3, 1).expand(3, cols))
+            if not code.has_enumerate_support:
+                torch.testing.assert_close(swept[0, 0, others], code.mean[others])
+        assert not torch.equal(swept[0, 0], swept[-1, -1])  # the swept values differ across the grid
+
+
+def test_user_code_in_evaluation_and_export(laplace_test):
+    """Needs InfoRegularizer.draw (estimate_bounds)."""
+    from torch_infogan.data import ImageData
+    from torch_infogan.evaluation import evaluate
+    from torch_infogan.exporters import Encoder, output_names
+
+    info, G = _traversal_setup("cat:3,laplace_test:2")
+    assert output_names(info) == ["features", "cat0_probs", "laplace_test1_mean", "laplace_test1_std"]
+    outputs = Encoder(info).eval()(torch.rand(4, 1, 28, 28))
+    assert [tuple(o.shape) for o in outputs[1:]] == [(4, 3), (4, 2), (4, 2)]
+    data = ImageData(torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8), torch.arange(20) % 3, "noise")
+    result = evaluate(G.generator, info, data)
+    assert list(result["codes"]) == ["cat0"] and list(result["bounds"]) == info.keys
+
+
+def test_checkpoint_with_an_unregistered_code_names_it(laplace_test, tmp_path):
+    from torch_infogan import save_checkpoint
+    from torch_infogan.models import DCGAN_TAP, build_models
+
+    info = InfoRegularizer("cat:3,laplace_test:2", noise_dim=4)
+    model = {"builder": "dcgan", "latent_dim": info.latent_dim, "widths": [4, 8], "fc_dim": 16}
+    G, D = build_models(model)
+    info.attach(D, DCGAN_TAP, example=torch.rand(2, 1, 28, 28))
+    path = save_checkpoint(tmp_path / "laplace.safetensors", G, D, info, {"model": model, "image_shape": [1, 28, 28]}, 0)
+    (tmp_path / "laplace_test_code.py").write_text(LAPLACE_SOURCE)
+
+    def load(prelude):
+        script = f"{prelude}\nfrom torch_infogan import load_checkpoint\nprint(load_checkpoint({str(path)!r}).info.spec)"
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(tmp_path)})
+
+    missing = load("")
+    assert missing.returncode != 0
+    message = missing.stderr.strip().splitlines()[-1]
+    assert message.startswith("torch_infogan.errors.InfoGANError: checkpoint ")
+    assert "uses code 'laplace_test', which is not registered in this process" in message
+    assert "@register_code('laplace_test')" in message
+
+    loaded = load("import laplace_test_code")
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "cat:3,laplace_test:2"

@@ -69,26 +69,23 @@ def test_every_registered_code_trains_g_through_the_regularizer(name):
     assert list(info.bounds()) == info.keys
 
 
-def test_loss_refuses_features_of_real_or_detached_images():
+def test_loss_refuses_features_of_real_images_and_other_samples():
     info, G, D = _setup()
     latent, codes = info.sample(4)
     fake = G(latent)
-    with pytest.raises(InfoGANError, match="forward on G\\(latent\\)"):
+    with pytest.raises(InfoGANError, match="needs the discriminator's forward on the images generated"):
         info.loss(codes)  # no forward at all
     D(torch.rand(4, 1, 28, 28))
-    with pytest.raises(InfoGANError, match="forward on G\\(latent\\)"):
+    with pytest.raises(InfoGANError, match="needs the discriminator's forward on the images generated"):
         info.loss(codes)  # only real images so far
-    D(fake.detach())
-    with pytest.raises(InfoGANError, match="forward on G\\(latent\\)"):
-        info.loss(codes)
     D(fake)
     D(torch.rand(4, 1, 28, 28))  # a later forward on real images does not replace the generated features
     info.loss(codes)
     latent2, codes2 = info.sample(4)
-    with pytest.raises(InfoGANError, match="forward on G\\(latent\\)"):
+    with pytest.raises(InfoGANError, match="needs the discriminator's forward"):
         info.loss(codes2)  # a new sample needs its own forward
-    with pytest.raises(InfoGANError, match="latest sample"):
-        info.loss(codes)
+    with pytest.raises(InfoGANError, match="recent sample"):
+        info.loss({key: value.clone() for key, value in codes.items()})
 
 
 def test_loss_uses_the_generated_forward_features():
@@ -175,8 +172,6 @@ def test_bad_attach_arguments():
         info.attach(D, "nope", example=torch.rand(2, 1, 28, 28))
     with pytest.raises(InfoGANError, match="example"):
         info.attach(D, DCGAN_TAP)
-    with pytest.raises(InfoGANError, match="Sequential"):
-        info.attach(nn.Sequential(nn.Flatten(), nn.Linear(784, 1)), "1", example=torch.rand(2, 1, 28, 28))
     with pytest.raises(InfoGANError, match="not attached"):
         info.remove()
 

@@ -11,6 +11,7 @@ from torch_infogan.codes import (
     list_codes,
     parse_codes,
     register_code,
+    split_params,
 )
 from torch_infogan.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from torch_infogan.errors import InfoGANError
@@ -37,4 +38,5 @@ __all__ = [
     "parse_codes",
     "register_code",
     "save_checkpoint",
+    "split_params",
 ]

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from torch_infogan.atomic import atomic_path
+from torch_infogan.codes import list_codes
 from torch_infogan.errors import InfoGANError
 from torch_infogan.models import build_models
 from torch_infogan.regularizer import InfoRegularizer
@@ -106,6 +107,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
             raise ValueError("image_shape or optimizers missing")
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise InfoGANError(f"{path}: checkpoint metadata is incomplete or malformed ({_first_line(exc)})") from None
+    _check_codes_registered(path, info_cfg.get("codes"))
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # truncated or corrupted data section
@@ -133,6 +135,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     generator.to(device).eval()
     discriminator.to(device).eval()
     return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path, extra)
+
+
+def _check_codes_registered(path: Path, spec) -> None:
+    """Refuse, in one line, a checkpoint whose codes include one not registered in this process."""
+    if not isinstance(spec, str):
+        return  # a malformed spec is reported by parse_codes when the models are rebuilt
+    registered = set(list_codes())
+    names = [token.split(":", 1)[0].strip() for token in spec.split(",")]
+    missing = list(dict.fromkeys(name for name in names if name and name not in registered))
+    if missing:
+        name = missing[0]
+        others = f" (and {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else ""
+        raise InfoGANError(f"checkpoint {path} uses code {name!r}{others}, which is not registered in this process; "
+                           f"import the module that registers it (@register_code({name!r})) before loading")
 
 
 def _rebuild(model_cfg: dict, info_cfg: dict, layer, in_features: int):

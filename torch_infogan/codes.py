@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,18 +17,45 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def register_code(name: str) -> Callable[[type["Code"]], type["Code"]]:
-    """Class decorator that registers a code distribution under ``name`` (refuses duplicates)."""
+    """Class decorator that registers a code distribution under ``name``.
+
+    Refuses a duplicate name, and a class that leaves out a member every part of the library relies on:
+    ``sample``, ``nll``, ``entropy``, ``posterior``, and ``mean`` (codes without enumerate support) or
+    ``enumerate_support`` (codes with it).
+    """
 
     def wrap(cls: type[Code]) -> type[Code]:
         if name in _REGISTRY:
             raise InfoGANError(f"a code named {name!r} is already registered ({_REGISTRY[name].__name__})")
         if not name.isidentifier():
             raise InfoGANError(f"code name {name!r} must be an identifier")
+        missing = _missing_members(cls)
+        if missing:
+            raise InfoGANError(f"code class {cls.__name__} (registering {name!r}) must define "
+                               f"{', '.join(missing)}; see the Code base class")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
 
     return wrap
+
+
+def _missing_members(cls: type) -> list[str]:
+    """The required members that ``cls`` inherits unimplemented from ``Code`` (or all, if not a Code)."""
+    if not (isinstance(cls, type) and issubclass(cls, Code)):
+        return ["a subclass of torch_infogan.Code"]
+    required = ["sample", "nll", "entropy", "posterior"]
+    required.append("enumerate_support" if cls.has_enumerate_support else "mean")
+    return [member for member in required if getattr(cls, member) is getattr(Code, member)]
+
+
+def split_params(codes: Sequence["Code"], q_params: torch.Tensor) -> list[torch.Tensor]:
+    """Q's raw outputs ``[n, sum(param_dim)]`` cut into one ``[n, param_dim]`` part per code, in order."""
+    widths = [code.param_dim for code in codes]
+    if q_params.dim() != 2 or q_params.shape[1] != sum(widths):
+        raise InfoGANError(f"Q's outputs have shape {tuple(q_params.shape)}; the codes need [n, {sum(widths)}] "
+                           f"(param_dim {' + '.join(map(str, widths))})")
+    return list(torch.split(q_params, widths, dim=1))
 
 
 def list_codes() -> list[str]:
@@ -108,14 +135,20 @@ def _convert(cls: type["Code"], key: str, raw: str, token: str) -> object:
 class Code:
     """Base class: a prior over one latent code and the Q-side likelihood used for its MI bound.
 
-    Subclasses set ``input_dim`` (width fed to G), ``param_dim`` (width of Q's raw output for this
-    code) and implement ``sample``, ``encode``, ``nll``, ``entropy``, ``posterior`` and ``traversal``.
+    Subclasses set ``input_dim`` (width fed to G) and ``param_dim`` (width of Q's raw output for this
+    code) and implement ``sample``, ``nll``, ``entropy`` and ``posterior``; a code whose values are a
+    finite set sets ``has_enumerate_support = True`` and implements ``enumerate_support``, any other
+    code implements the ``mean`` property. ``register_code`` refuses a class that leaves one out.
+    Everything else (``encode``, ``traversal``, ``held_value``, ``sweep_dims``, ``posterior_parts``,
+    ``cluster``) has a default that fits codes of that kind.
     """
 
     name = "code"
     positional = "dim"
     input_dim: int
     param_dim: int
+    #: True for codes whose values are a finite set, listed by ``enumerate_support()``.
+    has_enumerate_support: bool = False
 
     def __init__(self, weight: float = 1.0):
         if not weight >= 0:
@@ -163,16 +196,52 @@ class Code:
         raise NotImplementedError
 
     def posterior(self, q_params: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Q's posterior parameters as plain tensors (probabilities, or mean and std)."""
+        """Q's posterior parameters as plain tensors, keyed by ``posterior_parts``."""
         raise NotImplementedError
 
+    @property
+    def posterior_parts(self) -> tuple[str, ...]:
+        """The keys ``posterior()`` returns, in output order: ``("probs",)`` or ``("mean", "std")`` by default."""
+        return ("probs",) if self.has_enumerate_support else ("mean", "std")
+
+    def enumerate_support(self) -> torch.Tensor:
+        """Every value one dimension of the code takes (codes with ``has_enumerate_support`` only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no enumerate support "
+                                  "(has_enumerate_support is False)")
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The prior's mean, float ``[dim]`` (codes without enumerate support define it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define the prior's mean; a code without "
+                                  "enumerate support must define the `mean` property")
+
+    # -- pictures and evaluation ---------------------------------------------------------------
+    def held_value(self, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """The value ``[1, ...]`` (shaped like ``sample(1)``) the code keeps while another code is swept:
+        one random prior draw for codes with enumerate support, the prior's mean otherwise."""
+        if self.has_enumerate_support:
+            return self.sample(1, generator=generator, device=device)
+        return self.mean.to(device).unsqueeze(0)
+
     def traversal(self, steps: int = 10) -> torch.Tensor:
-        """Values to sweep in pictures: every class, or ``steps`` points from -2 to 2."""
+        """Values to sweep in pictures: ``enumerate_support()``, or ``steps`` points from -2 to 2."""
+        if self.has_enumerate_support:
+            return self.enumerate_support()
         return torch.linspace(-2.0, 2.0, steps)
 
-    def discrete(self) -> bool:
-        """True for codes whose traversal lists all of their values (one grid row each)."""
-        return False
+    @property
+    def sweep_dims(self) -> int:
+        """How many traversal pictures the code gets, one per dimension swept: ``dim`` (1 if it has none)."""
+        return int(getattr(self, "dim", 1))
+
+    @property
+    def num_clusters(self) -> int | None:
+        """How many clusters ``cluster()`` assigns images to; None for codes that do not cluster."""
+        return None
+
+    def cluster(self, q_params: torch.Tensor) -> torch.Tensor | None:
+        """Q's raw outputs ``[n, param_dim]`` as a cluster assignment, long ``[n]``; None if the code has none."""
+        return None
 
 
 @register_code("cat")
@@ -180,6 +249,8 @@ class Categorical(Code):
     """Uniform categorical code over ``k`` classes, fed to G one-hot; Q outputs ``k`` logits."""
 
     positional = "k"
+    has_enumerate_support = True
+    posterior_parts = ("probs",)
 
     def __init__(self, k: int = 10, weight: float = 1.0):
         super().__init__(weight)
@@ -204,15 +275,25 @@ class Categorical(Code):
     def posterior(self, q_params):
         return {"probs": torch.softmax(q_params.float(), dim=1)}
 
-    def traversal(self, steps: int = 10):
+    def enumerate_support(self):
         return torch.arange(self.k)
 
-    def discrete(self):
-        return True
+    @property
+    def sweep_dims(self):
+        return 1  # one picture lists every class
+
+    @property
+    def num_clusters(self):
+        return self.k
+
+    def cluster(self, q_params):
+        return q_params.argmax(dim=1)
 
 
 class _Continuous(Code):
     """Shared Gaussian-likelihood Q side of continuous codes: fixed std, or a learned, clamped one."""
+
+    posterior_parts = ("mean", "std")
 
     def __init__(self, dim: int, weight: float, std: float, learn_std: bool, min_std: float):
         super().__init__(weight)
@@ -263,6 +344,10 @@ class Uniform(_Continuous):
         u = torch.rand(n, self.dim, generator=generator, device=device)
         return self.low + (self.high - self.low) * u
 
+    @property
+    def mean(self):
+        return torch.full((self.dim,), (self.low + self.high) / 2)
+
     def entropy(self):
         return torch.tensor(self.dim * math.log(self.high - self.low))
 
@@ -278,6 +363,10 @@ class Gaussian(_Continuous):
     def sample(self, n, generator=None, device=None):
         return torch.randn(n, self.dim, generator=generator, device=device)
 
+    @property
+    def mean(self):
+        return torch.zeros(self.dim)
+
     def entropy(self):
         return torch.tensor(self.dim * 0.5 * (1.0 + _LOG_2PI))
 
@@ -285,6 +374,9 @@ class Gaussian(_Continuous):
 @register_code("bern")
 class Bernoulli(Code):
     """Binary code, each of ``dim`` bits 1 with probability ``p``; Q outputs one logit per bit."""
+
+    has_enumerate_support = True
+    posterior_parts = ("probs",)
 
     def __init__(self, dim: int = 1, p: float = 0.5, weight: float = 1.0):
         super().__init__(weight)
@@ -309,8 +401,5 @@ class Bernoulli(Code):
     def posterior(self, q_params):
         return {"probs": torch.sigmoid(q_params.float())}
 
-    def traversal(self, steps: int = 10):
+    def enumerate_support(self):
         return torch.tensor([0.0, 1.0])
-
-    def discrete(self):
-        return True

@@ -1,10 +1,11 @@
-"""Evaluate a trained model: how well each categorical code recovers the labels, and the MI bounds."""
+"""Evaluate a trained model: how well each clustering code recovers the labels, and the MI bounds."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from torch_infogan.codes import split_params
 from torch_infogan.data import ImageData
 from torch_infogan.errors import InfoGANError
 from torch_infogan.metrics import cluster_scores
@@ -42,13 +43,10 @@ def estimate_bounds(generator: nn.Module, info: InfoRegularizer, n: int = 2000, 
     try:
         while done < n:
             b = min(batch_size, n - done)
-            latent, codes = info.sample(b, generator=gen, device=device)
-            params = info.q_params(generator(latent.detach()))
-            start = 0
-            for i, (key, code) in enumerate(zip(info.keys, info.codes)):
-                nll = code.nll(params[:, start:start + code.param_dim], codes[key])
-                totals[i] += float(nll.sum())
-                start += code.param_dim
+            latent, codes = info.draw(b, generator=gen, device=device)
+            params = split_params(info.codes, info.q_params(generator(latent)))
+            for i, (key, code, part) in enumerate(zip(info.keys, info.codes, params)):
+                totals[i] += float(code.nll(part, codes[key]).sum())
             done += b
     finally:
         generator.train(was_training)
@@ -57,19 +55,17 @@ def estimate_bounds(generator: nn.Module, info: InfoRegularizer, n: int = 2000, 
 
 def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, normalization: str = "unit",
              batch_size: int = 1000, seed: int = 0) -> dict:
-    """Per categorical code: accuracy after Hungarian matching, NMI, ARI, confusion; and every code's bound."""
+    """Per code that clusters (``cluster()`` is not None, e.g. a categorical code): accuracy after Hungarian
+    matching, NMI, ARI, confusion; and every code's MI bound."""
     if data.labels is None:
         raise InfoGANError(f"dataset {data.name!r} has no labels to evaluate against")
     params = encode(info, data.images, batch_size, normalization)
     labels = data.labels.numpy()
     result: dict = {"dataset": data.name, "split": data.split, "n": int(len(data)), "codes": {}}
-    start = 0
-    for key, code in zip(info.keys, info.codes):
-        part = params[:, start:start + code.param_dim]
-        start += code.param_dim
-        if code.name == "cat":
-            predicted = part.argmax(1).numpy()
-            result["codes"][key] = cluster_scores(predicted, labels, code.k)
+    for key, code, part in zip(info.keys, info.codes, split_params(info.codes, params)):
+        assigned = code.cluster(part)
+        if assigned is not None:
+            result["codes"][key] = cluster_scores(assigned.long().numpy(), labels, code.num_clusters)
     result["bounds"] = estimate_bounds(generator, info, seed=seed)
     result["entropies"] = info.entropies()
     return result

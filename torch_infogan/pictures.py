@@ -21,13 +21,19 @@ def sample_grid(generator: nn.Module, info: InfoRegularizer, path: str | Path, n
     """A square grid of ``n`` samples from the prior."""
     device = next(generator.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    latent, _ = info.sample(n, generator=gen, device=device)
+    latent, _ = info.draw(n, generator=gen, device=device)
     was_training = generator.training
     generator.eval()
-    images = generator(latent.detach())
+    images = generator(latent)
     generator.train(was_training)
     save_image(_to_unit(images.float(), output_range), path, nrow=int(n ** 0.5), padding=1, pad_value=0.5)
     return Path(path)
+
+
+def _categorical(code) -> bool:
+    """Whether a code's value is one class index that clusters (a categorical code): its traversal is one
+    picture with a row per class, and it gives the rows of other codes' traversals."""
+    return code.has_enumerate_support and code.num_clusters is not None
 
 
 @torch.no_grad()
@@ -36,35 +42,38 @@ def traversal_images(generator: nn.Module, info: InfoRegularizer, key: str, dim:
     """Images for a traversal of code ``key`` (dimension ``dim``) and the grid's row length.
 
     A categorical code: one row per class; columns hold different noise.
-    Any other code: columns sweep its values (-2 to 2 for continuous codes); rows are the classes of
-    the first other categorical code if there is one, else different noise.
-    Continuous codes not being swept sit at their prior's centre; other codes keep one random draw.
+    Any other code: columns sweep dimension ``dim`` through ``code.traversal(steps)`` (-2 to 2 for
+    continuous codes, every value for codes with enumerate support); rows are the classes of the first
+    other categorical code if there is one, else different noise.
+    Codes not being swept keep ``code.held_value()``: the prior's mean, or one random draw.
     """
     index = info.keys.index(key)
     code = info.codes[index]
     device = next(generator.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    row_code = next((i for i, c in enumerate(info.codes) if c.name == "cat" and i != index), None)
-    if code.name == "cat":
-        rows, cols = code.k, columns
+    row_code = next((i for i, c in enumerate(info.codes) if i != index and _categorical(c)), None)
+    if _categorical(code):
+        classes = code.enumerate_support().to(device)
+        rows, cols = len(classes), columns
     else:
         values = code.traversal(steps).to(device)
-        rows, cols = (info.codes[row_code].k if row_code is not None else columns), len(values)
+        classes = info.codes[row_code].enumerate_support().to(device) if row_code is not None else None
+        rows, cols = (len(classes) if classes is not None else columns), len(values)
     row = torch.arange(rows, device=device).repeat_interleave(cols)
     col = torch.arange(cols, device=device).repeat(rows)
     held = {}
     for k, c in zip(info.keys, info.codes):
-        value = _held_value(c, gen, device)
+        value = c.held_value(generator=gen, device=device)
         held[k] = value.expand(rows * cols, *value.shape[1:]).clone()
-    noise_pool, _ = info.sample(max(rows, cols), generator=gen, device=device)
-    noise_pool = noise_pool.detach()[:, : info.noise_dim]
-    if code.name == "cat":
-        held[key] = row
+    noise_pool, _ = info.draw(max(rows, cols), generator=gen, device=device)
+    noise_pool = noise_pool[:, : info.noise_dim]
+    if _categorical(code):
+        held[key] = classes[row]
         noise = noise_pool[col]
     else:
         held[key][:, dim] = values[col].to(held[key].dtype)
         if row_code is not None:
-            held[info.keys[row_code]] = row
+            held[info.keys[row_code]] = classes[row]
             noise = noise_pool[:1].expand(rows * cols, -1)
         else:
             noise = noise_pool[row]
@@ -76,15 +85,6 @@ def traversal_images(generator: nn.Module, info: InfoRegularizer, key: str, dim:
     return images.float(), cols
 
 
-def _held_value(code, gen: torch.Generator, device) -> torch.Tensor:
-    """The value a code keeps while another is swept: the prior's centre, or one random draw."""
-    if code.name == "unif":
-        return torch.full((1, code.dim), (code.low + code.high) / 2, device=device)
-    if code.name == "gauss":
-        return torch.zeros(1, code.dim, device=device)
-    return code.sample(1, generator=gen, device=device)
-
-
 def traversal_grid(generator: nn.Module, info: InfoRegularizer, key: str, path: str | Path, dim: int = 0,
                    steps: int = 10, seed: int = 0, output_range: str = "sigmoid") -> Path:
     """Save the traversal of ``key`` (see ``traversal_images``) as one PNG."""
@@ -94,10 +94,10 @@ def traversal_grid(generator: nn.Module, info: InfoRegularizer, key: str, path: 
 
 
 def traversal_names(info: InfoRegularizer) -> list[tuple[str, int, str]]:
-    """``(key, dim, file stem)`` for every traversal worth drawing: each code, each continuous dimension."""
+    """``(key, dim, file stem)`` for every traversal worth drawing: each of each code's ``sweep_dims``."""
     out = []
     for key, code in zip(info.keys, info.codes):
-        dims = 1 if code.name == "cat" else getattr(code, "dim", 1)
+        dims = code.sweep_dims
         for d in range(dims):
             out.append((key, d, f"traversal_{key}" if dims == 1 else f"traversal_{key}_{d}"))
     return out

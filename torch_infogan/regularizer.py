@@ -2,14 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+import weakref
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from torch_infogan.codes import Code, format_codes, parse_codes
+from torch_infogan.codes import Code, format_codes, parse_codes, split_params
 from torch_infogan.errors import InfoGANError
 from torch_infogan.qhead import QHead
+
+# While a fresh sample is followed, a global module hook is registered; torch.compile warns that such hooks
+# also fire for its OptimizedModule wrapper, which is harmless here (the wrapper's output is never D's input).
+warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks",
+                        category=UserWarning)
+
+_LIVE_SAMPLES = 4   # how many of the latest sample() calls loss() can still be given the codes of
+
+_GENERATED = "the generated batch"
+_DERIVED = "images computed from the generated batch"
+
+
+@dataclass(eq=False)
+class _Forward:
+    """One discriminator forward on images that came from a sample's latent."""
+
+    kind: str                                 # _GENERATED (G's output, or its detached twin) or _DERIVED
+    key: object                               # same key: the same images
+    input: torch.Tensor
+    nodes: frozenset = frozenset()            # autograd nodes behind a derived input (to spot descendants)
+    features: torch.Tensor | None = None      # the tapped layer's output, copied
+    stale: bool = False                       # an optimizer has stepped the discriminator since
+
+
+@dataclass(eq=False)
+class _Sample:
+    """The bookkeeping of one ``sample()``: its latent, what G made of it, and D's forwards on that."""
+
+    latent: torch.Tensor
+    codes: dict
+    outputs: list = field(default_factory=list)   # weak references to module outputs computed from the latent
+    newest: torch.Tensor | None = None            # detached alias of the newest such output (G's images)
+    forwards: list = field(default_factory=list)
+    chosen: _Forward | None = None                # the forward the latest loss() used
+    ignored: list = field(default_factory=list)   # why forwards that reached the latent were not candidates
 
 
 class InfoRegularizer:
@@ -20,9 +61,11 @@ class InfoRegularizer:
         info = InfoRegularizer("cat:10,unif:2", noise_dim=62).attach(netD, layer="main.8", example=real[:2])
         latent, codes = info.sample(batch_size)      # feed ``latent`` to G; add ``info.loss(codes)`` to both losses
 
-    ``loss(codes)`` uses the features that the tapped layer produced during the discriminator's latest
-    forward on images generated from that ``latent`` (found through the autograd graph, so a forward on
-    real images or on ``fake.detach()`` is never mistaken for it).
+    ``loss(codes)`` uses the features that the tapped layer produced during the discriminator's forward on
+    the images generated from that ``latent``: G's output itself or its ``detach()``-ed twin, or, where the
+    discriminator sees only a transformed copy (augmentation), that copy. Forwards on real images, on
+    gradient-penalty interpolates or on other tensors computed from an already seen generated batch are
+    ignored; where the choice is ambiguous it raises ``InfoGANError``.
 
     Gradient routing: with ``train_trunk=True`` (the paper's code) the term's gradient reaches G, the
     discriminator's layers up to the tap ("trunk") and Q. With ``train_trunk=False`` it reaches G and Q
@@ -51,20 +94,26 @@ class InfoRegularizer:
         self.discriminator: nn.Module | None = None
         self.layer_name: str | None = None
         self._handles: list = []
-        self._latent: torch.Tensor | None = None
-        self._codes: dict[str, torch.Tensor] | None = None
-        self._mode = "idle"          # "idle", "generated" (tap this forward), "capture" (tap any forward)
-        self._features: torch.Tensor | None = None
-        self._input: torch.Tensor | None = None
+        self._parameter_ids: frozenset = frozenset()
+        self._original_class: type | None = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._samples: list[_Sample] = []     # the latest sample() calls, newest last
+        self._watching: _Sample | None = None  # the sample whose generator outputs are being followed
+        self._watch_handle = None
+        self._pending: list[_Forward] = []     # forwards of the running discriminator call awaiting features
+        self._depth = 0                        # > 0 while the discriminator runs
+        self._untapped = 0                     # > 0 inside ``untapped()``
+        self._capture: list | None = None      # set by ``features()``: tap every forward into this list
         self._bounds: dict[str, float] | None = None
         self._bound_tensors: torch.Tensor | None = None
 
     def __getstate__(self):
-        # Copies (``copy.deepcopy`` of an attached discriminator) leave the per-step tensors behind.
+        # Copies (``copy.deepcopy`` of an attached discriminator) leave the per-step bookkeeping behind.
         state = dict(self.__dict__)
-        for key in ("_latent", "_codes", "_features", "_input", "_bound_tensors"):
-            state[key] = None
-        state["_mode"] = "idle"
+        state.update(_samples=[], _watching=None, _watch_handle=None, _pending=[], _depth=0, _untapped=0,
+                     _capture=None, _bound_tensors=None)
         return state
 
     # -- configuration -------------------------------------------------------------------------
@@ -95,31 +144,36 @@ class InfoRegularizer:
         """Tap ``layer`` of ``discriminator``, size Q from one forward of ``example`` and register Q in it.
 
         Q becomes the submodule ``discriminator.<head_name>``, so the discriminator's optimizer,
-        ``state_dict()`` and ``.to()`` cover it. Returns ``self``.
+        ``state_dict()`` and ``.to()`` cover it. A bare ``nn.Sequential`` keeps its forward: its
+        iteration skips Q (as ``torch.nn.utils.parametrize`` does, the instance gets a subclass of its
+        class; ``remove()`` restores it). Returns ``self``.
         """
         if self.discriminator is not None:
             raise InfoGANError("this InfoRegularizer is already attached; call remove() first")
         if hasattr(discriminator, self.head_name):
             raise InfoGANError(f"the discriminator already has an attribute {self.head_name!r} "
                                "(attached to another InfoRegularizer?)")
-        if isinstance(discriminator, nn.Sequential):
-            raise InfoGANError("attach() cannot add Q to a bare nn.Sequential (its forward would run Q too); "
-                               "wrap it: `class D(nn.Module)` holding the Sequential as `self.main`")
         module, name = self._find_layer(discriminator, layer)
         if in_features is None:
             if example is None:
                 raise InfoGANError("attach() needs `example` (a batch of >= 2 real images) or `in_features`")
-            in_features = self._probe_width(discriminator, module, example)
+            in_features = self._probe_width(discriminator, module, name, example)
         self.q = QHead(in_features, self.param_dim, self.q_hidden, self.q_batchnorm, self.q_negative_slope)
         param = next(discriminator.parameters(), None)
         if param is not None:
             self.q.to(param.device)
+        if isinstance(discriminator, nn.Sequential):
+            self._original_class = type(discriminator)
+            discriminator.__class__ = _sequential_skipping(type(discriminator), self.head_name)
         discriminator.add_module(self.head_name, self.q)
         self.discriminator = discriminator
         self.layer_name = name
+        self._parameter_ids = frozenset(id(p) for p in discriminator.parameters())
         self._handles = [
-            discriminator.register_forward_pre_hook(self._before_forward),
+            discriminator.register_forward_pre_hook(self._before_forward, with_kwargs=True),
+            discriminator.register_forward_hook(self._after_forward, always_call=True),
             module.register_forward_hook(self._tap),
+            register_optimizer_step_post_hook(self._after_optimizer_step),
         ]
         return self
 
@@ -129,11 +183,15 @@ class InfoRegularizer:
             raise InfoGANError("this InfoRegularizer is not attached")
         for handle in self._handles:
             handle.remove()
+        self._stop_watching()
         discriminator = self.discriminator
         delattr(discriminator, self.head_name)
+        if self._original_class is not None:
+            discriminator.__class__ = self._original_class
+            self._original_class = None
         self._handles = []
         self.discriminator = None
-        self._latent = self._codes = self._features = self._input = None
+        self._reset_state()
         return discriminator
 
     @staticmethod
@@ -149,40 +207,152 @@ class InfoRegularizer:
             raise InfoGANError(f"the discriminator has no layer {layer!r}; its layers: {', '.join(names)}")
         return modules[layer], layer
 
-    def _probe_width(self, discriminator: nn.Module, module: nn.Module, example: torch.Tensor) -> int:
+    def _probe_width(self, discriminator: nn.Module, module: nn.Module, name: str, example) -> int:
         widths: list[int] = []
         handle = module.register_forward_hook(lambda m, i, o: widths.append(o[0].numel() if o.dim() > 1 else 1))
         was_training = discriminator.training
         discriminator.eval()  # no running-statistics update: the discriminator is left exactly as it was
         try:
             with torch.no_grad():
-                discriminator(example)
+                discriminator(*example) if isinstance(example, tuple) else discriminator(example)
         finally:
             handle.remove()
             discriminator.train(was_training)
         if not widths:
-            raise InfoGANError("the tapped layer did not run during the discriminator's forward on `example`")
+            raise InfoGANError(f"layer {name!r} did not run during the discriminator's forward on `example`; "
+                               "tap a layer that the forward uses")
         return widths[-1]
 
-    # -- hooks ---------------------------------------------------------------------------------
-    def _before_forward(self, module, args):
-        if self._mode == "capture":
+    # -- following the generated batch ---------------------------------------------------------
+    def _watch(self, module, args, kwargs, output):
+        """Global forward hook while a sample is fresh: follows module outputs computed from its latent."""
+        sample = self._watching
+        if sample is None or self._depth or module is self.q or not torch.is_tensor(output):
             return
-        self._mode = "idle"
-        if self._latent is None or not args or not torch.is_tensor(args[0]):
+        inputs = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
+        if not any(_follows(a, sample) for a in inputs):
             return
-        x = args[0]
-        if x.shape[0] == self._latent.shape[0] and _reaches(x, self._latent):
-            self._mode = "generated"
-            self._input = x
+        sample.outputs.append(weakref.ref(output))
+        sample.newest = output.detach()  # keeps G's images alive when the user keeps only a detached twin
+
+    def _start_watching(self, sample: _Sample) -> None:
+        self._watching = sample
+        if self._watch_handle is None:
+            self._watch_handle = register_module_forward_hook(self._watch, with_kwargs=True)
+
+    def _stop_watching(self) -> None:
+        self._watching = None
+        if self._watch_handle is not None:
+            self._watch_handle.remove()
+            self._watch_handle = None
+
+    # -- discriminator hooks -------------------------------------------------------------------
+    def _before_forward(self, module, args, kwargs):
+        self._depth += 1
+        if self._depth > 1 or self._capture is not None or self._untapped or not self._samples:
+            return
+        x = next((a for a in (*args, *kwargs.values()) if torch.is_tensor(a)), None)
+        if x is None:
+            return
+        for sample in self._samples:
+            forward = self._classify(x, sample)
+            if forward is None:
+                continue
+            if sample is self._watching:
+                self._stop_watching()  # G has run: nothing more to follow
+            sample.forwards = [f for f in sample.forwards if not f.stale]
+            sample.forwards.append(forward)
+            if sample.chosen is not None and not sample.chosen.stale:
+                self._check_unchanged(sample, forward)
+            self._pending.append(forward)
+
+    def _after_forward(self, module, args, output):
+        self._depth -= 1
+        if self._depth == 0:
+            self._pending = []
 
     def _tap(self, module, args, output):
-        if self._mode == "idle":
+        if self._capture is not None:
+            self._capture.append(output.flatten(1).to(torch.float32, copy=True))
+            return
+        if not self._pending or self._depth != 1:
             return
         # Copy now: an in-place activation after this layer would overwrite ``output`` later.
-        self._features = output.flatten(1).to(torch.float32, copy=True)
-        if self._mode == "generated":
-            self._mode = "idle"
+        features = output.flatten(1).to(torch.float32, copy=True)
+        for forward in self._pending:
+            forward.features = features
+        self._pending = []
+
+    def _after_optimizer_step(self, optimizer, args, kwargs):
+        """Global optimizer hook: once the discriminator's parameters move, its earlier forwards are stale."""
+        if any(id(p) in self._parameter_ids for group in optimizer.param_groups for p in group["params"]):
+            for sample in self._samples:
+                for forward in sample.forwards:
+                    forward.stale = True
+
+    def _classify(self, x: torch.Tensor, sample: _Sample) -> _Forward | None:
+        """Whether ``x`` is the sample's generated batch, computed from it, or unrelated (None)."""
+        n = sample.latent.shape[0]
+        for image in _alive(sample):
+            if _same_images(x, image):
+                return _Forward(_GENERATED, image.data_ptr(), x)
+        if x.grad_fn is None:
+            return None
+        nodes = _graph_nodes(x.grad_fn)
+        if not any(getattr(node, "variable", None) is sample.latent for node in nodes):
+            return None
+        if x.shape[0] != n:
+            sample.ignored.append(f"a forward on a batch of {x.shape[0]} computed from the latent of {n} "
+                                  "(real and generated images concatenated?)")
+            return None
+        return _Forward(_DERIVED, x.grad_fn, x, frozenset(nodes))
+
+    def _check_unchanged(self, sample: _Sample, forward: _Forward) -> None:
+        """A forward after ``loss()`` must not change which forward ``loss()`` uses: that would be a silent switch."""
+        try:
+            now = self._select(sample)
+        except InfoGANError as exc:
+            sample.forwards.remove(forward)
+            raise InfoGANError(f"{exc} (this forward ran after loss() used another one)") from None
+        if now.key != sample.chosen.key:
+            sample.forwards.remove(forward)
+            raise InfoGANError(
+                f"the discriminator ran on {_GENERATED} after loss() had used its forward on {sample.chosen.kind}, "
+                "so the MI term would depend on where loss() is called; call loss() after the forward on "
+                "the generated images, or run the other forward inside `with info.untapped():`")
+
+    def _select(self, sample: _Sample) -> _Forward:
+        """The forward whose features ``loss()`` uses (see the class docstring); raises where it cannot tell."""
+        generated = [f for f in sample.forwards if f.kind == _GENERATED]
+        if generated:
+            if len({f.key for f in generated}) > 1:
+                raise InfoGANError("the discriminator ran on two different generated batches for one sample() "
+                                   "(was G run twice on the latent?); run G once per sample()")
+            return generated[-1]
+        derived = [f for f in sample.forwards if f.kind == _DERIVED]
+        top = [f for f in derived if not any(o.key != f.key and o.key in f.nodes for o in derived)]
+        if len({f.key for f in top}) > 1:
+            raise InfoGANError(
+                f"the discriminator ran on {len({f.key for f in top})} different tensors computed from the generated "
+                "batch (two augmented copies?) and none is the generated batch itself, so loss() cannot tell "
+                "which to use; run the extra forwards inside `with info.untapped():`")
+        if not top:
+            hint = f" ({'; '.join(dict.fromkeys(sample.ignored))})" if sample.ignored else ""
+            raise InfoGANError(
+                "loss() needs the discriminator's forward on the images generated from the latest sample()'s "
+                f"latent (G(latent) or G(latent).detach()); none has run since{hint}. Run the discriminator "
+                "on the generated images first; an augmentation of a detached batch hides it: augment the "
+                "attached batch instead")
+        return top[-1]
+
+    @contextlib.contextmanager
+    def untapped(self):
+        """Discriminator forwards inside this block are never used by ``loss()`` (extra augmented copies, penalties)."""
+        self._untapped += 1
+        try:
+            yield
+        finally:
+            self._untapped -= 1
 
     # -- sampling and the loss -----------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -190,21 +360,29 @@ class InfoRegularizer:
             return next(self.q.parameters()).device
         return torch.device("cpu")
 
-    def sample(self, n: int, generator: torch.Generator | None = None, device=None
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Draw ``n`` latents ``[n, noise_dim + code inputs]`` for G and the codes in them (a dict, spec order).
-
-        The latent requires grad so the discriminator's forward on ``G(latent)`` can be recognised; it
-        adds no parameters to any optimizer.
-        """
+    def draw(self, n: int, generator: torch.Generator | None = None, device=None
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Draw ``n`` latents and their codes from the prior, with no side effect (for pictures and evaluation)."""
         if n < 1:
             raise InfoGANError(f"sample() needs n >= 1, got {n}")
         device = self._device() if device is None else torch.device(device)
         codes = {key: code.sample(n, generator=generator, device=device) for key, code in zip(self.keys, self.codes)}
-        latent = self.latent_from(codes, generator=generator)
+        return self.latent_from(codes, generator=generator), codes
+
+    def sample(self, n: int, generator: torch.Generator | None = None, device=None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Draw ``n`` latents ``[n, noise_dim + code inputs]`` for G and the codes in them (a dict, spec order).
+
+        Use it for the training step: ``loss(codes)`` then finds the discriminator's forward on the images
+        generated from this latent. The latent requires grad so that the forward can be recognised; it adds
+        no parameters to any optimizer. ``draw`` draws without this bookkeeping.
+        """
+        latent, codes = self.draw(n, generator, device)
         latent.requires_grad_(True)
-        self._latent, self._codes = latent, codes
-        self._features = self._input = None
+        sample = _Sample(latent, codes, outputs=[weakref.ref(latent)])
+        self._samples = [*self._samples[-(_LIVE_SAMPLES - 1):], sample]
+        if self.discriminator is not None:
+            self._start_watching(sample)
         return latent, codes
 
     def latent_from(self, codes: dict[str, torch.Tensor], noise: torch.Tensor | None = None,
@@ -224,47 +402,47 @@ class InfoRegularizer:
         """Weighted negative MI lower bound ``sum_i weight_i * (E[-log Q(c_i|x)] - H(c_i))`` (float32 scalar)."""
         if self.discriminator is None or self.q is None:
             raise InfoGANError("loss() needs an attached InfoRegularizer (call attach() first)")
-        if self._codes is None or codes is not self._codes:
-            raise InfoGANError("loss() takes the codes returned by the latest sample(); sample again and "
-                               "generate from that latent")
-        if self._features is None or self._input is None:
-            raise InfoGANError(
-                "loss() needs the discriminator's forward on G(latent) for the latest sample(), with gradients "
-                "enabled and without .detach(); run the discriminator on the generated images first "
-                "(a forward on real or detached images cannot be used)")
-        features = self._features
+        sample = next((s for s in self._samples if s.codes is codes), None)
+        if sample is None:
+            raise InfoGANError("loss() takes the codes returned by a recent sample() (draw() does not prepare "
+                               "a loss); sample again and generate from that latent")
+        forward = self._select(sample)
+        if forward.features is None:
+            raise InfoGANError(f"the tapped layer {self.layer_name!r} did not run during the discriminator's "
+                               "forward on the generated images; tap a layer that the forward uses")
+        sample.chosen = forward
+        features = forward.features
         if not self.train_trunk:
-            features = self._trunk_free_features(self._input)
+            features = self._trunk_free_features(forward.input)
         device_type = features.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             q_params = self.q(features.float())
-            nlls, entropies = self._split_nll(q_params, codes)
+            nlls = torch.stack([code.nll(part, codes[key]).mean() for key, code, part
+                                in zip(self.keys, self.codes, split_params(self.codes, q_params))])
+        entropies = torch.stack([code.entropy() for code in self.codes]).to(nlls.device)
         weights = torch.tensor([code.weight for code in self.codes], device=nlls.device)
         bounds = entropies - nlls
         self._bound_tensors = bounds.detach()
         self._bounds = None
         return -(weights * bounds).sum()
 
-    def _split_nll(self, q_params: torch.Tensor, codes: dict[str, torch.Tensor]):
-        nlls, start = [], 0
-        for key, code in zip(self.keys, self.codes):
-            part = q_params[:, start:start + code.param_dim]
-            nlls.append(code.nll(part, codes[key]).mean())
-            start += code.param_dim
-        entropies = torch.stack([code.entropy() for code in self.codes]).to(q_params.device)
-        return torch.stack(nlls), entropies
-
     def _trunk_free_features(self, x: torch.Tensor) -> torch.Tensor:
         """Re-run the discriminator with detached parameters and copied buffers, tapping the layer."""
         disc = self.discriminator
         state = {name: p.detach() for name, p in disc.named_parameters()}
         state.update({name: b.clone() for name, b in disc.named_buffers()})
-        self._mode = "capture"
-        try:
+        with self._capturing() as captured:
             torch.func.functional_call(disc, state, (x,))
+        return captured[-1]
+
+    @contextlib.contextmanager
+    def _capturing(self):
+        captured: list[torch.Tensor] = []
+        self._capture = captured
+        try:
+            yield captured
         finally:
-            self._mode = "idle"
-        return self._features
+            self._capture = None
 
     def bounds(self) -> dict[str, float]:
         """Per-code MI lower bound in nats from the latest ``loss`` (spec order). Syncs with the device."""
@@ -286,12 +464,8 @@ class InfoRegularizer:
     @torch.no_grad()
     def infer(self, images: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
         """Q's posterior for each code on ``images`` (the discriminator runs in eval mode)."""
-        q_params = self.q_params(images)
-        out, start = {}, 0
-        for key, code in zip(self.keys, self.codes):
-            out[key] = code.posterior(q_params[:, start:start + code.param_dim])
-            start += code.param_dim
-        return out
+        parts = split_params(self.codes, self.q_params(images))
+        return {key: code.posterior(part) for key, code, part in zip(self.keys, self.codes, parts)}
 
     @torch.no_grad()
     def q_params(self, images: torch.Tensor, return_features: bool = False):
@@ -310,13 +484,11 @@ class InfoRegularizer:
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The tapped layer's output for ``images``, flattened to ``[n, F]`` float32 (runs the discriminator)."""
         disc = self._attached()
-        self._mode = "capture"
-        try:
+        with self._capturing() as captured:
             disc(images)
-            return self._features
-        finally:
-            self._mode = "idle"
-            self._features = None
+        if not captured:
+            raise InfoGANError(f"the tapped layer {self.layer_name!r} did not run during the discriminator's forward")
+        return captured[-1]
 
     def _attached(self) -> nn.Module:
         if self.discriminator is None or self.q is None:
@@ -324,17 +496,47 @@ class InfoRegularizer:
         return self.discriminator
 
 
-def _reaches(x: torch.Tensor, leaf: torch.Tensor) -> bool:
-    """Whether ``leaf`` (a tensor that requires grad) is among the autograd inputs of ``x``."""
-    if x is leaf:
-        return True
-    seen, stack = set(), [x.grad_fn]
+def _sequential_skipping(cls: type, head_name: str) -> type:
+    """A subclass of the Sequential ``cls`` whose iteration (and so its forward) leaves out the Q head."""
+
+    def __iter__(self):
+        return iter([m for name, m in self._modules.items() if name != head_name])
+
+    def __len__(self):
+        return len(self._modules) - (head_name in self._modules)
+
+    return type(cls.__name__, (cls,), {"__iter__": __iter__, "__len__": __len__, "__module__": cls.__module__})
+
+
+def _follows(x: torch.Tensor, sample: _Sample) -> bool:
+    """Whether ``x`` is (a view of) the sample's latent or of a module output computed from it."""
+    for ref in sample.outputs:
+        t = ref()
+        if t is not None and (x is t or x._base is t):
+            return True
+    return False
+
+
+def _alive(sample: _Sample) -> list[torch.Tensor]:
+    """The sample's generated images still alive: module outputs computed from the latent, newest first."""
+    out = [sample.newest] if sample.newest is not None else []
+    out += [t for t in (ref() for ref in reversed(sample.outputs[1:])) if t is not None]
+    return out
+
+
+def _same_images(x: torch.Tensor, image: torch.Tensor) -> bool:
+    """``x`` is ``image`` or shares its memory (``detach()``, ``.data``, a reshaping view)."""
+    return x is image or (x.data_ptr() == image.data_ptr() and x.numel() == image.numel()
+                          and x.dtype == image.dtype and x.device == image.device and x.shape[0] == image.shape[0])
+
+
+def _graph_nodes(root) -> set:
+    """Every autograd node behind ``root``."""
+    seen, stack = set(), [root]
     while stack:
         fn = stack.pop()
         if fn is None or fn in seen:
             continue
         seen.add(fn)
-        if getattr(fn, "variable", None) is leaf:
-            return True
         stack.extend(next_fn for next_fn, _ in fn.next_functions)
-    return False
+    return seen

@@ -1,0 +1,105 @@
+"""What the plug-in's bookkeeping costs per training step: time spent in its hooks, beside the step's time.
+
+    python benchmarks/tap_overhead.py [--device auto] [--batch-size 128] [--steps 30] [--rounds 3]
+
+Runs the trainer's step (the paper's MNIST networks, alternating updates, float32) and, in the same
+process, measures (a) the wall time of a step, (b) the time spent inside the regularizer's hooks and
+``sample()`` (following G's output, classifying each discriminator input, copying the tapped
+features, the optimizer-step hook), and (c) the step with the module-following hook switched off,
+which shows what the global module hook costs in dispatch beyond its own body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from contextlib import contextmanager
+
+import torch
+
+from torch_infogan.data import load_data
+from torch_infogan.regularizer import InfoRegularizer
+from torch_infogan.training import Trainer, preset_config, resolve_device
+
+HOOKS = ("_watch", "_before_forward", "_after_forward", "_tap", "_after_optimizer_step", "sample", "loss")
+
+
+@contextmanager
+def timed_hooks(totals: dict[str, float]):
+    """Wrap the regularizer's hook methods with timers that add into ``totals`` (seconds)."""
+    originals = {name: getattr(InfoRegularizer, name) for name in HOOKS}
+
+    def wrap(name, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+        return timed
+
+    for name, fn in originals.items():
+        setattr(InfoRegularizer, name, wrap(name, fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(InfoRegularizer, name, fn)
+
+
+def run(trainer: Trainer, steps: int, device: torch.device) -> float:
+    for _ in range(3):
+        trainer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    data = load_data()
+    trainer = Trainer(preset_config("paper-mnist", batch_size=args.batch_size, device=str(device)), data)
+    plain_step, hooked, no_follow = float("inf"), {}, float("inf")
+    for _ in range(args.rounds):  # interleaved rounds, best of each: the machine is shared and noisy
+        plain_step = min(plain_step, run(trainer, args.steps, device))
+        totals: dict[str, float] = {}
+        with timed_hooks(totals):
+            run(trainer, args.steps, device)
+        per_step = {k: v / (args.steps + 3) for k, v in totals.items()}
+        if not hooked or sum(per_step.values()) < sum(hooked.values()):
+            hooked = per_step
+        original = InfoRegularizer._start_watching
+        InfoRegularizer._start_watching = lambda self, sample: None
+        try:
+            no_follow = min(no_follow, run(trainer, args.steps, device))
+        finally:
+            InfoRegularizer._start_watching = original
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size}; "
+          f"best of {args.rounds} rounds of {args.steps} steps")
+    print(f"{'what':<44}{'ms/step':>10}{'share':>9}")
+    print(f"{'training step (all bookkeeping on)':<44}{plain_step * 1e3:>10.2f}{1:>9.1%}")
+    for key in HOOKS:
+        if key in hooked:
+            note = "  (includes the MI term itself)" if key == "loss" else ""
+            print(f"{'  in ' + key + note:<44}{hooked[key] * 1e3:>10.3f}{hooked[key] / plain_step:>9.2%}")
+    bookkeeping = sum(v for k, v in hooked.items() if k != "loss")
+    print(f"{'  hooks and sample() together':<44}{bookkeeping * 1e3:>10.3f}{bookkeeping / plain_step:>9.2%}")
+    print(f"{'training step, G output not followed':<44}{no_follow * 1e3:>10.2f}{no_follow / plain_step:>9.1%}")
+
+
+if __name__ == "__main__":
+    main()
