@@ -101,7 +101,6 @@ class InfoRegularizer:
     def _reset_state(self) -> None:
         self._samples: list[_Sample] = []     # the latest sample() calls, newest last
         self._watching: _Sample | None = None  # the sample whose generator outputs are being followed
-        self._watch_handle = None
         self._pending: list[_Forward] = []     # forwards of the running discriminator call awaiting features
         self._depth = 0                        # > 0 while the discriminator runs
         self._untapped = 0                     # > 0 inside ``untapped()``
@@ -112,7 +111,7 @@ class InfoRegularizer:
     def __getstate__(self):
         # Copies (``copy.deepcopy`` of an attached discriminator) leave the per-step bookkeeping behind.
         state = dict(self.__dict__)
-        state.update(_samples=[], _watching=None, _watch_handle=None, _pending=[], _depth=0, _untapped=0,
+        state.update(_samples=[], _watching=None, _pending=[], _depth=0, _untapped=0,
                      _capture=None, _bound_tensors=None)
         return state
 
@@ -174,6 +173,9 @@ class InfoRegularizer:
             discriminator.register_forward_hook(self._after_forward, always_call=True),
             module.register_forward_hook(self._tap),
             register_optimizer_step_post_hook(self._after_optimizer_step),
+            # One global module hook for the whole attachment (it returns at once unless a fresh sample is
+            # being followed): registering one per sample() would make torch.compile re-trace every step.
+            register_module_forward_hook(self._watch, with_kwargs=True),
         ]
         return self
 
@@ -183,7 +185,6 @@ class InfoRegularizer:
             raise InfoGANError("this InfoRegularizer is not attached")
         for handle in self._handles:
             handle.remove()
-        self._stop_watching()
         discriminator = self.discriminator
         delattr(discriminator, self.head_name)
         if self._original_class is not None:
@@ -224,6 +225,9 @@ class InfoRegularizer:
         return widths[-1]
 
     # -- following the generated batch ---------------------------------------------------------
+    # The hooks are bookkeeping on Python objects: under torch.compile they run eagerly (a graph break),
+    # never traced.
+    @torch.compiler.disable
     def _watch(self, module, args, kwargs, output):
         """Global forward hook while a sample is fresh: follows module outputs computed from its latent."""
         sample = self._watching
@@ -235,18 +239,8 @@ class InfoRegularizer:
         sample.outputs.append(weakref.ref(output))
         sample.newest = output.detach()  # keeps G's images alive when the user keeps only a detached twin
 
-    def _start_watching(self, sample: _Sample) -> None:
-        self._watching = sample
-        if self._watch_handle is None:
-            self._watch_handle = register_module_forward_hook(self._watch, with_kwargs=True)
-
-    def _stop_watching(self) -> None:
-        self._watching = None
-        if self._watch_handle is not None:
-            self._watch_handle.remove()
-            self._watch_handle = None
-
     # -- discriminator hooks -------------------------------------------------------------------
+    @torch.compiler.disable
     def _before_forward(self, module, args, kwargs):
         self._depth += 1
         if self._depth > 1 or self._capture is not None or self._untapped or not self._samples:
@@ -259,18 +253,20 @@ class InfoRegularizer:
             if forward is None:
                 continue
             if sample is self._watching:
-                self._stop_watching()  # G has run: nothing more to follow
+                self._watching = None  # G has run: nothing more to follow
             sample.forwards = [f for f in sample.forwards if not f.stale]
             sample.forwards.append(forward)
             if sample.chosen is not None and not sample.chosen.stale:
                 self._check_unchanged(sample, forward)
             self._pending.append(forward)
 
+    @torch.compiler.disable
     def _after_forward(self, module, args, output):
         self._depth -= 1
         if self._depth == 0:
             self._pending = []
 
+    @torch.compiler.disable
     def _tap(self, module, args, output):
         if self._capture is not None:
             self._capture.append(output.flatten(1).to(torch.float32, copy=True))
@@ -382,7 +378,7 @@ class InfoRegularizer:
         sample = _Sample(latent, codes, outputs=[weakref.ref(latent)])
         self._samples = [*self._samples[-(_LIVE_SAMPLES - 1):], sample]
         if self.discriminator is not None:
-            self._start_watching(sample)
+            self._watching = sample
         return latent, codes
 
     def latent_from(self, codes: dict[str, torch.Tensor], noise: torch.Tensor | None = None,
