@@ -315,3 +315,105 @@ def test_discriminator_in_ddp_and_under_bf16_autocast(tmp_path):
         assert _grad_norm(D.info_q.parameters()) > 0
     finally:
         dist.destroy_process_group()
+
+
+def test_forwards_before_the_discriminators_optimizer_step_are_forgotten():
+    info, G, D = _setup()
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3)
+    latent, codes = info.sample(4)
+    fake = G(latent)
+    (D(fake.detach()).mean() + info.loss(codes)).backward()
+    opt_d.step()
+    with pytest.raises(InfoGANError, match="none has run since"):
+        info.loss(codes)  # the G step's loss needs a forward of the updated discriminator
+    D(fake)
+    info.loss(codes).backward()
+    assert _grad_norm(G.parameters()) > 0
+
+
+def test_generator_run_again_on_the_same_latent_is_not_silently_mixed_up():
+    info, G, D = _setup()
+    opt_g = torch.optim.SGD(G.parameters(), lr=0.5)
+    latent, codes = info.sample(4)
+    fake = G(latent)
+    (-D(fake).mean() + info.loss(codes)).backward()
+    opt_g.step()
+    with torch.no_grad():
+        fake2 = G(latent)          # the updated G, same latent
+    with pytest.raises(InfoGANError, match="two different generated batches"):
+        D(fake2)
+
+
+def test_an_interrupted_forward_does_not_leave_the_bookkeeping_stuck():
+    info, G, D = _setup()
+    latent, codes = info.sample(4)
+    fake = G(latent)
+    handle = D.hidden.register_forward_hook(lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        D(fake)
+    handle.remove()
+    latent, codes = info.sample(4)
+    D(G(latent).detach())
+    assert torch.isfinite(info.loss(codes))
+
+
+def test_a_transposed_view_of_the_generated_memory_is_not_the_generated_batch():
+    info, G, D = _setup()
+    latent, codes = info.sample(4)
+    fake = G(latent)
+    D(fake.detach())
+    info.loss(codes)
+    D(fake.detach().transpose(2, 3))   # unrelated (no graph), not the same images: ignored
+    D(fake)
+    assert torch.isfinite(info.loss(codes))
+    same = torch.empty(4, 28, 28, 1).permute(0, 3, 1, 2)
+    from torch_infogan.regularizer import _same_images
+    assert not _same_images(fake.detach().transpose(2, 3), fake)
+    assert _same_images(fake.detach().view(4, -1), fake) and not _same_images(same, fake)
+
+
+def test_deep_copy_registers_its_own_global_hooks_and_the_original_keeps_working():
+    import copy
+    from torch.nn.modules import module as torch_module
+
+    info, G, D = _setup()
+    before = len(torch_module._global_forward_hooks)
+    twin = copy.deepcopy(D)
+    assert len(torch_module._global_forward_hooks) == before + 1
+    latent, codes = info.sample(4)
+    D(G(latent).detach())
+    assert torch.isfinite(info.loss(codes))
+    twin_info = twin._forward_pre_hooks[next(iter(twin._forward_pre_hooks))].__self__
+    assert twin_info.discriminator is twin and twin_info.q is twin.info_q
+    latent, codes = twin_info.sample(4)
+    twin(G(latent).detach())
+    assert torch.isfinite(twin_info.loss(codes))
+
+
+def test_sequential_indexing_leaves_q_out():
+    D = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1))
+    last = D[-1]
+    InfoRegularizer("cat:10", noise_dim=4).attach(D, layer="2", example=torch.rand(2, 1, 28, 28))
+    assert D[-1] is last and len(D[:-1]) == 3 and type(D[:-1]) is nn.Sequential
+    assert list(D) == [D[0], D[1], D[2], last]
+
+
+def test_conditional_discriminator_with_the_trunk_left_out():
+    class Projection(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU())
+            self.embed = nn.Embedding(10, 32)
+
+        def forward(self, x, y):
+            return (self.embed(y) * self.body(x)).sum(1)
+
+    D = Projection()
+    y = torch.randint(0, 10, (4,))
+    info = InfoRegularizer("cat:10", noise_dim=4, train_trunk=False)
+    info.attach(D, layer="body.2", example=(torch.rand(2, 1, 28, 28), y[:2]))
+    G = Generator(info.latent_dim)
+    latent, codes = info.sample(4)
+    D(G(latent), y)
+    info.loss(codes).backward()
+    assert all(p.grad is None for p in D.body.parameters()) and _grad_norm(G.parameters()) > 0

@@ -74,6 +74,7 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, sig, status):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == status, stderr
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
+    assert f"infogan train --resume {out}" in stderr  # the hint names the option as the CLI takes it
     step = int(read_metadata(out / "checkpoint.safetensors")["step"])
     assert 10 <= step < 60
     assert _steps(out)[-1] <= step + 5

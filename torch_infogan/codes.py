@@ -250,7 +250,6 @@ class Categorical(Code):
 
     positional = "k"
     has_enumerate_support = True
-    posterior_parts = ("probs",)
 
     def __init__(self, k: int = 10, weight: float = 1.0):
         super().__init__(weight)
@@ -292,8 +291,6 @@ class Categorical(Code):
 
 class _Continuous(Code):
     """Shared Gaussian-likelihood Q side of continuous codes: fixed std, or a learned, clamped one."""
-
-    posterior_parts = ("mean", "std")
 
     def __init__(self, dim: int, weight: float, std: float, learn_std: bool, min_std: float):
         super().__init__(weight)
@@ -376,7 +373,6 @@ class Bernoulli(Code):
     """Binary code, each of ``dim`` bits 1 with probability ``p``; Q outputs one logit per bit."""
 
     has_enumerate_support = True
-    posterior_parts = ("probs",)
 
     def __init__(self, dim: int = 1, p: float = 0.5, weight: float = 1.0):
         super().__init__(weight)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -17,8 +18,8 @@ from torch_infogan.codes import Code, format_codes, parse_codes, split_params
 from torch_infogan.errors import InfoGANError
 from torch_infogan.qhead import QHead
 
-# While a fresh sample is followed, a global module hook is registered; torch.compile warns that such hooks
-# also fire for its OptimizedModule wrapper, which is harmless here (the wrapper's output is never D's input).
+# An attached regularizer holds a global module hook; torch.compile warns that such hooks also fire for its
+# OptimizedModule wrapper, which is harmless here (the wrapper's output is never the discriminator's input).
 warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks",
                         category=UserWarning)
 
@@ -34,10 +35,9 @@ class _Forward:
 
     kind: str                                 # _GENERATED (G's output, or its detached twin) or _DERIVED
     key: object                               # same key: the same images
-    input: torch.Tensor
+    call: tuple | None = None                 # (args, kwargs) of the forward, kept for train_trunk=False
     nodes: frozenset = frozenset()            # autograd nodes behind a derived input (to spot descendants)
     features: torch.Tensor | None = None      # the tapped layer's output, copied
-    stale: bool = False                       # an optimizer has stepped the discriminator since
 
 
 @dataclass(eq=False)
@@ -93,9 +93,8 @@ class InfoRegularizer:
         self.q: QHead | None = None
         self.discriminator: nn.Module | None = None
         self.layer_name: str | None = None
-        self._handles: list = []
-        self._parameter_ids: frozenset = frozenset()
-        self._original_class: type | None = None
+        self._handles: list = []          # hooks on the discriminator and its layer
+        self._global_handles: list = []   # the global module and optimizer hooks (held weakly: see _global_hooks)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -109,11 +108,17 @@ class InfoRegularizer:
         self._bound_tensors: torch.Tensor | None = None
 
     def __getstate__(self):
-        # Copies (``copy.deepcopy`` of an attached discriminator) leave the per-step bookkeeping behind.
+        # Copies (``copy.deepcopy`` of an attached discriminator) leave the per-step bookkeeping behind, and
+        # register global hooks of their own (a handle's state would copy every process-wide hook).
         state = dict(self.__dict__)
         state.update(_samples=[], _watching=None, _pending=[], _depth=0, _untapped=0,
-                     _capture=None, _bound_tensors=None)
+                     _capture=None, _bound_tensors=None, _global_handles=[])
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.discriminator is not None:
+            self._global_handles = self._global_hooks()
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -162,35 +167,61 @@ class InfoRegularizer:
         if param is not None:
             self.q.to(param.device)
         if isinstance(discriminator, nn.Sequential):
-            self._original_class = type(discriminator)
-            discriminator.__class__ = _sequential_skipping(type(discriminator), self.head_name)
+            if not isinstance(discriminator, _SkipsHeads):
+                discriminator.__class__ = type(type(discriminator).__name__, (_SkipsHeads, type(discriminator)),
+                                               {"__module__": type(discriminator).__module__})
+                discriminator._info_heads = set()
+            discriminator._info_heads.add(self.head_name)
         discriminator.add_module(self.head_name, self.q)
         self.discriminator = discriminator
         self.layer_name = name
-        self._parameter_ids = frozenset(id(p) for p in discriminator.parameters())
         self._handles = [
             discriminator.register_forward_pre_hook(self._before_forward, with_kwargs=True),
             discriminator.register_forward_hook(self._after_forward, always_call=True),
             module.register_forward_hook(self._tap),
-            register_optimizer_step_post_hook(self._after_optimizer_step),
-            # One global module hook for the whole attachment (it returns at once unless a fresh sample is
-            # being followed): registering one per sample() would make torch.compile re-trace every step.
-            register_module_forward_hook(self._watch, with_kwargs=True),
         ]
+        self._global_handles = self._global_hooks()
         return self
+
+    def _global_hooks(self) -> list:
+        """The optimizer-step hook and the module hook that follows G's output, registered once for the whole
+        attachment (one per sample() would make torch.compile re-trace every step). They hold this object
+        weakly, so a discriminator dropped without ``remove()`` does not stay alive in them (the hooks are
+        then no-ops)."""
+        ref = weakref.ref(self)
+        handles: list = []
+
+        @torch.compiler.disable
+        def after_optimizer_step(optimizer, args, kwargs):
+            target = ref()
+            if target is not None:
+                target._after_optimizer_step(optimizer)
+
+        def watch(module, args, kwargs, output):
+            target = ref()
+            if target is None or target._watching is None or target._depth:
+                return None  # the common case, cheap and traceable under torch.compile
+            target._follow(module, args, kwargs, output)
+            return None
+
+        handles.append(register_optimizer_step_post_hook(after_optimizer_step))
+        handles.append(register_module_forward_hook(watch, with_kwargs=True))
+        return handles
 
     def remove(self) -> nn.Module:
         """Detach from the discriminator: hooks removed, Q unregistered. Returns the discriminator."""
         if self.discriminator is None:
             raise InfoGANError("this InfoRegularizer is not attached")
-        for handle in self._handles:
+        for handle in self._handles + self._global_handles:
             handle.remove()
         discriminator = self.discriminator
         delattr(discriminator, self.head_name)
-        if self._original_class is not None:
-            discriminator.__class__ = self._original_class
-            self._original_class = None
-        self._handles = []
+        if isinstance(discriminator, _SkipsHeads):
+            discriminator._info_heads.discard(self.head_name)
+            if not discriminator._info_heads:
+                discriminator.__class__ = type(discriminator).__mro__[2]
+                del discriminator._info_heads
+        self._handles, self._global_handles = [], []
         self.discriminator = None
         self._reset_state()
         return discriminator
@@ -222,19 +253,18 @@ class InfoRegularizer:
         if not widths:
             raise InfoGANError(f"layer {name!r} did not run during the discriminator's forward on `example`; "
                                "tap a layer that the forward uses")
-        return widths[-1]
+        return widths[0]  # a layer that runs twice in one forward is tapped at its first call, as in training
 
     # -- following the generated batch ---------------------------------------------------------
     # The hooks are bookkeeping on Python objects: under torch.compile they run eagerly (a graph break),
     # never traced.
     @torch.compiler.disable
-    def _watch(self, module, args, kwargs, output):
-        """Global forward hook while a sample is fresh: follows module outputs computed from its latent."""
+    def _follow(self, module, args, kwargs, output) -> None:
+        """Follow ``output`` when the module took the newest sample's latent or a tensor already followed."""
         sample = self._watching
-        if sample is None or self._depth or module is self.q or not torch.is_tensor(output):
+        if module is self.q or not torch.is_tensor(output):
             return
-        inputs = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
-        if not any(_follows(a, sample) for a in inputs):
+        if not any(torch.is_tensor(a) and _follows(a, sample) for a in (*args, *kwargs.values())):
             return
         sample.outputs.append(weakref.ref(output))
         sample.newest = output.detach()  # keeps G's images alive when the user keeps only a detached twin
@@ -248,15 +278,17 @@ class InfoRegularizer:
         x = next((a for a in (*args, *kwargs.values()) if torch.is_tensor(a)), None)
         if x is None:
             return
+        call = None if self.train_trunk else (args, kwargs)
+        nodes = None  # the input's autograd graph, walked at most once per forward
         for sample in self._samples:
-            forward = self._classify(x, sample)
+            forward = self._classify(x, sample, call)
+            if forward is None and x.grad_fn is not None:
+                nodes = _graph_nodes(x.grad_fn) if nodes is None else nodes
+                forward = self._classify_derived(x, sample, call, nodes)
             if forward is None:
                 continue
-            if sample is self._watching:
-                self._watching = None  # G has run: nothing more to follow
-            sample.forwards = [f for f in sample.forwards if not f.stale]
             sample.forwards.append(forward)
-            if sample.chosen is not None and not sample.chosen.stale:
+            if sample.chosen is not None:
                 self._check_unchanged(sample, forward)
             self._pending.append(forward)
 
@@ -279,29 +311,34 @@ class InfoRegularizer:
             forward.features = features
         self._pending = []
 
-    def _after_optimizer_step(self, optimizer, args, kwargs):
-        """Global optimizer hook: once the discriminator's parameters move, its earlier forwards are stale."""
-        if any(id(p) in self._parameter_ids for group in optimizer.param_groups for p in group["params"]):
+    def _after_optimizer_step(self, optimizer) -> None:
+        """Once an optimizer has stepped the discriminator's parameters, its earlier forwards are forgotten."""
+        if self.discriminator is None:
+            return
+        ours = {id(p) for p in self.discriminator.parameters()}
+        if any(id(p) in ours for group in optimizer.param_groups for p in group["params"]):
             for sample in self._samples:
-                for forward in sample.forwards:
-                    forward.stale = True
+                sample.forwards, sample.chosen = [], None
 
-    def _classify(self, x: torch.Tensor, sample: _Sample) -> _Forward | None:
-        """Whether ``x`` is the sample's generated batch, computed from it, or unrelated (None)."""
-        n = sample.latent.shape[0]
+    @staticmethod
+    def _classify(x: torch.Tensor, sample: _Sample, call) -> _Forward | None:
+        """A forward on the sample's generated batch itself (G's output or memory it shares), or None."""
         for image in _alive(sample):
             if _same_images(x, image):
-                return _Forward(_GENERATED, image.data_ptr(), x)
-        if x.grad_fn is None:
-            return None
-        nodes = _graph_nodes(x.grad_fn)
+                return _Forward(_GENERATED, image.data_ptr(), call)
+        return None
+
+    @staticmethod
+    def _classify_derived(x: torch.Tensor, sample: _Sample, call, nodes: set) -> _Forward | None:
+        """A forward on a tensor computed from the sample's latent (``nodes``: its autograd graph), or None."""
+        n = sample.latent.shape[0]
         if not any(getattr(node, "variable", None) is sample.latent for node in nodes):
             return None
         if x.shape[0] != n:
             sample.ignored.append(f"a forward on a batch of {x.shape[0]} computed from the latent of {n} "
                                   "(real and generated images concatenated?)")
             return None
-        return _Forward(_DERIVED, x.grad_fn, x, frozenset(nodes))
+        return _Forward(_DERIVED, x.grad_fn, call, frozenset(nodes))
 
     def _check_unchanged(self, sample: _Sample, forward: _Forward) -> None:
         """A forward after ``loss()`` must not change which forward ``loss()`` uses: that would be a silent switch."""
@@ -360,7 +397,7 @@ class InfoRegularizer:
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Draw ``n`` latents and their codes from the prior, with no side effect (for pictures and evaluation)."""
         if n < 1:
-            raise InfoGANError(f"sample() needs n >= 1, got {n}")
+            raise InfoGANError(f"the number of latents to draw must be >= 1, got {n}")
         device = self._device() if device is None else torch.device(device)
         codes = {key: code.sample(n, generator=generator, device=device) for key, code in zip(self.keys, self.codes)}
         return self.latent_from(codes, generator=generator), codes
@@ -377,8 +414,9 @@ class InfoRegularizer:
         latent.requires_grad_(True)
         sample = _Sample(latent, codes, outputs=[weakref.ref(latent)])
         self._samples = [*self._samples[-(_LIVE_SAMPLES - 1):], sample]
-        if self.discriminator is not None:
-            self._watching = sample
+        self._watching = sample if self.discriminator is not None else None
+        # A new step: the discriminator is not running (its post-hook may have been skipped by an interrupt).
+        self._depth, self._pending = 0, []
         return latent, codes
 
     def latent_from(self, codes: dict[str, torch.Tensor], noise: torch.Tensor | None = None,
@@ -409,7 +447,7 @@ class InfoRegularizer:
         sample.chosen = forward
         features = forward.features
         if not self.train_trunk:
-            features = self._trunk_free_features(forward.input)
+            features = self._trunk_free_features(*forward.call)
         device_type = features.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             q_params = self.q(features.float())
@@ -422,14 +460,14 @@ class InfoRegularizer:
         self._bounds = None
         return -(weights * bounds).sum()
 
-    def _trunk_free_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _trunk_free_features(self, args: tuple, kwargs: dict) -> torch.Tensor:
         """Re-run the discriminator with detached parameters and copied buffers, tapping the layer."""
         disc = self.discriminator
         state = {name: p.detach() for name, p in disc.named_parameters()}
         state.update({name: b.clone() for name, b in disc.named_buffers()})
         with self._capturing() as captured:
-            torch.func.functional_call(disc, state, (x,))
-        return captured[-1]
+            torch.func.functional_call(disc, state, args, kwargs)
+        return captured[0]
 
     @contextlib.contextmanager
     def _capturing(self):
@@ -484,7 +522,7 @@ class InfoRegularizer:
             disc(images)
         if not captured:
             raise InfoGANError(f"the tapped layer {self.layer_name!r} did not run during the discriminator's forward")
-        return captured[-1]
+        return captured[0]
 
     def _attached(self) -> nn.Module:
         if self.discriminator is None or self.q is None:
@@ -492,16 +530,23 @@ class InfoRegularizer:
         return self.discriminator
 
 
-def _sequential_skipping(cls: type, head_name: str) -> type:
-    """A subclass of the Sequential ``cls`` whose iteration (and so its forward) leaves out the Q head."""
+class _SkipsHeads:
+    """Mixed into a bare ``nn.Sequential`` that holds Q heads: iteration, length and indexing (and so the
+    forward) leave the heads out, as if they were not there."""
+
+    def _layers(self) -> list:
+        return [(name, m) for name, m in self._modules.items() if name not in self._info_heads]
 
     def __iter__(self):
-        return iter([m for name, m in self._modules.items() if name != head_name])
+        return iter([m for _, m in self._layers()])
 
     def __len__(self):
-        return len(self._modules) - (head_name in self._modules)
+        return len(self._layers())
 
-    return type(cls.__name__, (cls,), {"__iter__": __iter__, "__len__": __len__, "__module__": cls.__module__})
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self).__mro__[2](OrderedDict(self._layers()[idx]))
+        return self._layers()[idx][1]
 
 
 def _follows(x: torch.Tensor, sample: _Sample) -> bool:
@@ -521,9 +566,14 @@ def _alive(sample: _Sample) -> list[torch.Tensor]:
 
 
 def _same_images(x: torch.Tensor, image: torch.Tensor) -> bool:
-    """``x`` is ``image`` or shares its memory (``detach()``, ``.data``, a reshaping view)."""
-    return x is image or (x.data_ptr() == image.data_ptr() and x.numel() == image.numel()
-                          and x.dtype == image.dtype and x.device == image.device and x.shape[0] == image.shape[0])
+    """``x`` is ``image`` or the same memory read the same way (``detach()``, ``.data``, a reshaping view)."""
+    if x is image:
+        return True
+    if (x.data_ptr(), x.numel(), x.dtype, x.device, x.shape[0]) != \
+            (image.data_ptr(), image.numel(), image.dtype, image.device, image.shape[0]):
+        return False
+    same_layout = x.shape == image.shape and x.stride() == image.stride()
+    return same_layout or (x.is_contiguous() and image.is_contiguous())
 
 
 def _graph_nodes(root) -> set:

@@ -552,7 +552,7 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
                 if stop_now:
                     name = signal.Signals(signals.signum).name
                     raise TrainingStopped(f"stopped by {name} at step {step}; checkpoint saved; continue with "
-                                          f"`infogan train --resume --out {out}`", step, signals.signum)
+                                          f"`infogan train --resume {out}`", step, signals.signum)
     finally:
         if metrics_file is not None:
             metrics_file.close()
