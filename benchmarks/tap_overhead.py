@@ -4,10 +4,10 @@
 
 Runs the trainer's step (the paper's MNIST networks, alternating updates, float32) and, in the same
 process, measures (a) the wall time of a step, (b) the time spent inside the regularizer's hooks and
-``sample()`` (following G's output, classifying each discriminator input, copying the tapped
-features, the optimizer-step hook), and (c) the step with the global module hook removed (the
-generated batch is then found through the autograd graph), which shows what that hook costs in
-module dispatch beyond its own body.
+``sample()``: following G's output (``_follow``, called when a module outside D takes a followed
+tensor), classifying each discriminator input, copying the tapped features, the optimizer-step hook;
+and (c) the step with the global module hook removed (the generated batch is then found through the
+autograd graph), which shows what that hook costs in module dispatch beyond its own body.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ from contextlib import contextmanager
 
 import torch
 
-from torch.nn.modules.module import register_module_forward_hook
-
 from torch_infogan.data import load_data
 from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.training import Trainer, preset_config, resolve_device
 
-HOOKS = ("_watch", "_before_forward", "_after_forward", "_tap", "_after_optimizer_step", "sample", "loss")
+HOOKS = ("_follow", "_before_forward", "_after_forward", "_tap", "_after_optimizer_step", "sample", "loss")
 
 
 class HookTimer:
@@ -90,12 +88,13 @@ def main():
         per_step = {k: v / (args.steps + 3) for k, v in totals.items()}
         if not hooked or sum(per_step.values()) < sum(hooked.values()):
             hooked = per_step
-        global_hook = trainer.info._handles.pop()  # the module hook that follows G's output
-        global_hook.remove()
+        info = trainer.info
+        info._global_handles[1].remove()  # the module hook that follows G's output
         try:
             no_follow = min(no_follow, run(trainer, args.steps, device))
         finally:
-            trainer.info._handles.append(register_module_forward_hook(trainer.info._watch, with_kwargs=True))
+            info._global_handles[0].remove()
+            info._global_handles = info._global_hooks()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size}; "
