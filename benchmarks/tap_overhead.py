@@ -23,6 +23,8 @@ from torch_infogan.data import load_data
 from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.training import Trainer, preset_config, resolve_device
 
+from throughput import measure  # the sibling benchmark's timing loop (this folder is on sys.path)
+
 HOOKS = ("_follow", "_before_forward", "_after_forward", "_tap", "_after_optimizer_step", "sample", "loss")
 
 
@@ -57,16 +59,9 @@ class HookTimer:
 
 
 def run(trainer: Trainer, steps: int, device: torch.device) -> float:
-    for _ in range(3):
-        trainer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    """Seconds per training step (after three warm-up steps)."""
+    batch = trainer.config.batch_size
+    return batch / measure(trainer.step, steps, device, batch)
 
 
 def main():
