@@ -59,12 +59,11 @@ def _wgan_gp_step(order):
     alpha = torch.rand(6, 1, 1, 1)
     latent, codes = info.sample(6, generator=torch.Generator().manual_seed(1))
     fake = G(latent)
+    D(real), D(fake)
     if order == "loss first":
-        D(real), D(fake)
         mi = info.loss(codes)
         _penalty(D, real, fake, alpha)
     else:
-        D(real), D(fake)
         _penalty(D, real, fake, alpha)
         mi = info.loss(codes)
     return mi.item(), info, G, D, real, fake, alpha, codes
@@ -76,8 +75,6 @@ def test_wgan_gp_penalty_forward_does_not_change_the_loss_in_either_order():
     assert first[0] == after[0]
     # The interpolates' MI term is a different number: that is the value a careless tap would give.
     _, info, G, D, real, fake, alpha, codes = after
-    with info.untapped():
-        pass
     latent, codes2 = info.sample(6, generator=torch.Generator().manual_seed(1))
     fake2 = G(latent)
     D((alpha * real + (1 - alpha) * fake2.detach()))   # unrelated to the latent: ignored
@@ -247,18 +244,21 @@ def test_bare_sequential_discriminator_keeps_its_output_and_holds_q():
     torch.testing.assert_close(D(images), before)
 
 
+class Projection(nn.Module):
+    """A conditional discriminator D(x, y) with a projection of the label embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU())
+        self.embed = nn.Embedding(10, 32)
+        self.out = nn.Linear(32, 1)
+
+    def forward(self, x, y):
+        h = self.body(x)
+        return self.out(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
 def test_conditional_discriminator_taking_images_and_labels():
-    class Projection(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU())
-            self.embed = nn.Embedding(10, 32)
-            self.out = nn.Linear(32, 1)
-
-        def forward(self, x, y):
-            h = self.body(x)
-            return self.out(h).squeeze(1) + (self.embed(y) * h).sum(1)
-
     D = Projection()
     y = torch.randint(0, 10, (4,))
     info = InfoRegularizer("cat:10", noise_dim=4).attach(D, layer="body.2", example=(torch.rand(2, 1, 28, 28), y[:2]))
@@ -399,15 +399,6 @@ def test_sequential_indexing_leaves_q_out():
 
 
 def test_conditional_discriminator_with_the_trunk_left_out():
-    class Projection(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU())
-            self.embed = nn.Embedding(10, 32)
-
-        def forward(self, x, y):
-            return (self.embed(y) * self.body(x)).sum(1)
-
     D = Projection()
     y = torch.randint(0, 10, (4,))
     info = InfoRegularizer("cat:10", noise_dim=4, train_trunk=False)
