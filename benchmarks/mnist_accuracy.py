@@ -13,7 +13,8 @@ import time
 import torch
 
 from torch_infogan.evaluation import evaluate
-from torch_infogan.training import PRESETS, Trainer, preset_config
+from torch_infogan.config import PRESETS, preset_config
+from torch_infogan.trainer import Trainer
 
 
 def run(preset: str, seed: int, device: str, eval_every: int, overrides: dict) -> dict:

@@ -21,7 +21,9 @@ import torch
 
 from torch_infogan.data import load_data
 from torch_infogan.regularizer import InfoRegularizer
-from torch_infogan.training import Trainer, preset_config, resolve_device
+from torch_infogan.config import preset_config
+from torch_infogan.runtime import resolve_device
+from torch_infogan.trainer import Trainer
 
 from throughput import measure  # the sibling benchmark's timing loop (this folder is on sys.path)
 

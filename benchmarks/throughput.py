@@ -19,7 +19,9 @@ from torchvision import transforms
 from PIL import Image
 
 from torch_infogan.data import load_data
-from torch_infogan.training import Trainer, preset_config, resolve_device
+from torch_infogan.config import preset_config
+from torch_infogan.runtime import resolve_device
+from torch_infogan.trainer import Trainer
 
 
 class _NaiveMNIST(torch.utils.data.Dataset):

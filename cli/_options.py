@@ -20,12 +20,27 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Checkpoint = Annotated[Path, typer.Argument(help="A checkpoint.safetensors written by `infogan train`.")]
 
 
+Debug = Annotated[bool, typer.Option("--debug", envvar="INFOGAN_DEBUG",
+                                      help="Show the full traceback of an error instead of a one-line message.")]
+
+#: Set by the apps' ``--debug`` option (or INFOGAN_DEBUG=1): errors keep their traceback.
+debug = False
+
+
+def set_debug(value: bool) -> None:
+    global debug
+    debug = value
+
+
 @contextlib.contextmanager
 def user_errors():
-    """Turn ``InfoGANError`` (a user's mistake or a bad file) into a one-line message and exit status 2."""
+    """Turn ``InfoGANError`` (a user's mistake or a bad file) into a one-line message and exit status 2;
+    with ``--debug`` the exception propagates with its traceback."""
     try:
         yield
     except InfoGANError as exc:
+        if debug:
+            raise
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:

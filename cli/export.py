@@ -7,10 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from torch_infogan.cli._options import Checkpoint, Data, DataRoot, Device, Quiet, Split, progress_bar, user_errors
+from torch_infogan.cli._options import (Checkpoint, Data, DataRoot, Debug, Device, Quiet, Split, progress_bar,
+                                        set_debug, user_errors)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Export a trained InfoGAN encoder to ONNX or dataset features to HDF5.")
+                  help="Export a trained InfoGAN encoder to ONNX, dataset features to HDF5, or the weights alone.")
+
+
+@app.callback()
+def main(debug: Debug = False) -> None:
+    """Export a trained InfoGAN encoder to ONNX, dataset features to HDF5, or the weights alone."""
+    set_debug(debug)
 
 
 @app.command("onnx")
@@ -46,7 +53,7 @@ def hdf5_command(
     with user_errors():
         from torch_infogan.data import load_data
         from torch_infogan.exporters.hdf5 import export_features
-        from torch_infogan.training import resolve_device
+        from torch_infogan.runtime import resolve_device
 
         dev = resolve_device(device)
         dataset = load_data(data, data_root, split)
@@ -59,6 +66,21 @@ def hdf5_command(
                 bar.close()
     typer.echo(f"wrote {report.path}: {report.rows} rows x {report.feature_dim} features "
                f"({report.rows / report.seconds:.0f} images/s)")
+
+
+@app.command("weights")
+def weights_command(
+    checkpoint: Checkpoint,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights-only .safetensors file to write.")] = Path("weights.safetensors"),
+) -> None:
+    """Copy a checkpoint without its optimizer state: G, D and Q weights and the configuration, for sharing
+    and export (it loads, evaluates and exports like the checkpoint, but cannot be resumed)."""
+    with user_errors():
+        from torch_infogan.checkpoint import save_weights_only
+
+        path = save_weights_only(checkpoint, out)
+    size, before = path.stat().st_size, checkpoint.stat().st_size
+    typer.echo(f"wrote {path} ({size / 2**20:.1f} MiB; the checkpoint is {before / 2**20:.1f} MiB)")
 
 
 def run() -> None:

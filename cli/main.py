@@ -8,10 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from torch_infogan.cli._options import Checkpoint, Data, DataRoot, Device, Quiet, Seed, Split, progress_bar, user_errors
+from torch_infogan.cli._options import (Checkpoint, Data, DataRoot, Debug, Device, Quiet, Seed, Split, progress_bar,
+                                        set_debug, user_errors)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Train InfoGAN models and inspect what their latent codes learned.")
+
+
+@app.callback()
+def main(debug: Debug = False) -> None:
+    """Train InfoGAN models and inspect what their latent codes learned."""
+    set_debug(debug)
 
 
 @app.command(no_args_is_help=False)
@@ -49,13 +56,21 @@ def train(
                      translate=translate, compile=compile, log_every=log_every, checkpoint_every=checkpoint_every,
                      on_nonfinite=on_nonfinite, sync_bn=sync_bn)
     with user_errors():
-        from torch_infogan.training import TrainingStopped, preset_config, resume_config, train as run_training
+        from torch_infogan.config import ConfigError, preset_config, resume_config
+        from torch_infogan.errors import InfoGANError
+        from torch_infogan.trainer import TrainingStopped
+        from torch_infogan.training import RunExists, train as run_training
 
-        if resume is not None:
-            out = resume
-            config = resume_config(resume, **overrides)
-        else:
-            config = preset_config(preset, **overrides)
+        try:
+            if resume is not None:
+                out = resume
+                config = resume_config(resume, **overrides)
+            else:
+                config = preset_config(preset, **overrides)
+        except ConfigError as exc:
+            if exc.option not in overrides:
+                raise
+            raise InfoGANError(f"--{exc.option.replace('_', '-')} {exc.problem}") from exc
         bar = None
 
         def progress(step: int, total: int, record: dict) -> None:
@@ -65,16 +80,24 @@ def train(
             if bar is None:
                 bar = progress_bar(total, quiet, "train")
             bar.update(step - bar.n)
-            bar.set_postfix({"D": f"{record['loss_d']:.2f}", "G": f"{record['loss_g']:.2f}",
-                             **{k: f"{v:.2f}" for k, v in record["mi"].items()}})
+            # The GAN losses, then each code's MI lower bound (Q's variance fitted, in nats; H(c) is its ceiling).
+            bar.set_postfix_str(f"GAN D {record['loss_d']:.2f} G {record['loss_g']:.2f} | MI "
+                                + " ".join(f"{k} {v:.2f}" for k, v in record["mi_fitted"].items()))
 
         try:
             result = run_training(config, out, progress=progress, resume=resume is not None, overwrite=overwrite)
+        except RunExists as exc:
+            raise InfoGANError(f"{exc.out} already holds a run; continue it with --resume {exc.out}, "
+                               "or start over with --overwrite") from exc
         except TrainingStopped as stopped:
             if bar is not None:
                 bar.close()
                 bar = None
-            typer.echo(f"error: {stopped}" if stopped.signum is None else str(stopped), err=True)
+            if stopped.signum is None:
+                message = f"error: {stopped}".replace("on_nonfinite='skip'", "--on-nonfinite skip")
+            else:
+                message = f"{stopped}; continue with `infogan train --resume {out}`"
+            typer.echo(message, err=True)
             raise typer.Exit(1 if stopped.signum is None else 128 + stopped.signum) from None
         finally:
             if bar is not None:
@@ -106,7 +129,7 @@ def evaluate(
         from torch_infogan.data import load_data
         from torch_infogan.evaluation import check_image_shape, evaluate as run_evaluation, format_table
         from torch_infogan.pictures import plot_confusion
-        from torch_infogan.training import resolve_device
+        from torch_infogan.runtime import resolve_device
 
         ckpt = load_checkpoint(checkpoint, resolve_device(device))
         dataset = load_data(data, data_root, split)
@@ -134,7 +157,7 @@ def sample(
     with user_errors():
         from torch_infogan.checkpoint import load_checkpoint
         from torch_infogan.pictures import sample_grid
-        from torch_infogan.training import resolve_device
+        from torch_infogan.runtime import resolve_device
 
         _check_folder(out.parent)
         ckpt = load_checkpoint(checkpoint, resolve_device(device))
@@ -156,7 +179,7 @@ def traverse(
         from torch_infogan.checkpoint import load_checkpoint
         from torch_infogan.errors import InfoGANError
         from torch_infogan.pictures import traversal_grid, traversal_names
-        from torch_infogan.training import resolve_device
+        from torch_infogan.runtime import resolve_device
 
         ckpt = load_checkpoint(checkpoint, resolve_device(device))
         names = traversal_names(ckpt.info)

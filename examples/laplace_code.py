@@ -49,7 +49,8 @@ class Laplace(Code):
 
 def train_with_laplace(out: Path, iterations: int, seed: int = 0, **overrides) -> dict:
     """Train with the user code through the library; return the evaluation (accuracy of cat0, every bound)."""
-    from torch_infogan.training import preset_config, train
+    from torch_infogan.config import preset_config
+    from torch_infogan.training import train
 
     config = preset_config("mnist", codes="cat:10,laplace:2", iterations=iterations, seed=seed, **overrides)
     result = train(config, out, overwrite=True)

@@ -176,7 +176,7 @@ def validate_features_file(path: str | Path) -> None:
                                    or h5[name].shape[0] != n):
                     raise InfoGANError(f"{path}: '{name}' is not a 1-D dataset of {n} rows like features")
     except OSError as exc:
-        raise InfoGANError(f"{path} is not a readable HDF5 file: {exc}") from None
+        raise InfoGANError(f"{path} is not a readable HDF5 file: {exc}") from exc
 
 
 class FeatureDataset(torch.utils.data.Dataset):

@@ -39,9 +39,9 @@ def onnx_providers() -> list[str]:
     """onnxruntime execution providers, CUDA first when onnxruntime-gpu and a GPU are present."""
     try:
         import onnxruntime as ort
-    except ImportError:
+    except ImportError as exc:
         raise InfoGANError("onnxruntime is not installed: pip install 'torch-infogan[cpu]' "
-                           "(or '[gpu]' for onnxruntime-gpu)") from None
+                           "(or '[gpu]' for onnxruntime-gpu)") from exc
     available = ort.get_available_providers()
     wanted = ["CUDAExecutionProvider"] if torch.cuda.is_available() else []
     return [p for p in wanted if p in available] + ["CPUExecutionProvider"]

@@ -25,7 +25,8 @@ def mnist_10k():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A checkpoint of the DCGAN reference after a few steps on 256 real digits."""
-    from torch_infogan.training import Trainer, preset_config
+    from torch_infogan.config import preset_config
+    from torch_infogan.trainer import Trainer
 
     trainer = Trainer(preset_config("mnist", limit=256, batch_size=32, iterations=3))
     for _ in range(3):

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from torch_infogan.errors import InfoGANError
-from torch_infogan.training import Trainer, preset_config, random_translate
+from torch_infogan.augment import random_translate
+from torch_infogan.config import preset_config
+from torch_infogan.trainer import Trainer
 
 
 def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

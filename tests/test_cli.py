@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from torch_infogan.checkpoint import load_checkpoint
 from torch_infogan.cli.main import app
-from torch_infogan.training import resolve_precision
+from torch_infogan.runtime import resolve_precision
 
 runner = CliRunner()
 
@@ -82,7 +82,8 @@ def test_auto_precision_follows_the_cpu(trained):
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.is_file():
         pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
-    expected = "bf16" if "amx_bf16" in cpuinfo.read_text().split() else "fp32"
+    flags = cpuinfo.read_text().split()
+    expected = "bf16" if "amx_bf16" in flags or "avx512_bf16" in flags else "fp32"  # AMX or AVX512_BF16
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == expected
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"

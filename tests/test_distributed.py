@@ -13,20 +13,21 @@ CHECK = r'''
 import json, os, sys
 import torch
 import torch.distributed as dist
-from torch_infogan import training
+from torch_infogan import trainer as trainer_module, training
+from torch_infogan.config import preset_config
 
 out, report = sys.argv[1], sys.argv[2]
 dist.init_process_group("gloo")  # ours, so train() leaves it alive for the all_gather below
-config = training.preset_config("mnist", limit=512, batch_size=16, iterations=6, log_every=3, checkpoint_every=3,
+config = preset_config("mnist", limit=512, batch_size=16, iterations=6, log_every=3, checkpoint_every=3,
                                 device="cpu")
 trainers = []
-original = training.Trainer.__init__
+original = trainer_module.Trainer.__init__
 
 def keep(self, *args, **kwargs):
     original(self, *args, **kwargs)
     trainers.append(self)
 
-training.Trainer.__init__ = keep
+trainer_module.Trainer.__init__ = keep
 training.train(config, out)
 trainer = trainers[0]
 # Parameters, not buffers: with per-rank BatchNorm the running statistics of the last step are each rank's own.
@@ -78,9 +79,10 @@ FAILS_EARLY = r'''
 import json, os, sys
 import torch.distributed as dist
 from torch_infogan import training
+from torch_infogan.config import preset_config
 from torch_infogan.errors import InfoGANError
 
-config = training.preset_config("mnist", limit=20, batch_size=16, iterations=2, device="cpu")
+config = preset_config("mnist", limit=20, batch_size=16, iterations=2, device="cpu")
 try:
     training.train(config, sys.argv[1])
 except InfoGANError as exc:

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from torch_infogan.training import Trainer, preset_config
+from torch_infogan.config import preset_config
+from torch_infogan.trainer import Trainer
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

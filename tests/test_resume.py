@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from torch_infogan.checkpoint import read_metadata
-from torch_infogan.training import TrainingStopped, preset_config, train
+from torch_infogan.config import preset_config
+from torch_infogan.trainer import TrainingStopped
+from torch_infogan.training import train
 
 ARGS = ["--limit", "512", "--batch-size", "32", "--iterations", "60", "--checkpoint-every", "10",
         "--log-every", "5", "--quiet"]
@@ -81,7 +83,7 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, sig, status):
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from torch_infogan import training
+    from torch_infogan import trainer as training
 
     config = preset_config("mnist", limit=256, batch_size=32, iterations=30, checkpoint_every=10, log_every=5)
     original = training.Trainer._step
@@ -102,7 +104,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
 
 
 def test_skip_mode_survives_a_bad_step(tmp_path, monkeypatch):
-    from torch_infogan import training
+    from torch_infogan import trainer as training
 
     config = preset_config("mnist", limit=256, batch_size=32, iterations=12, log_every=4, checkpoint_every=12,
                            on_nonfinite="skip")
@@ -125,7 +127,7 @@ def test_skip_mode_survives_a_bad_step(tmp_path, monkeypatch):
 
 
 def test_skip_mode_skips_a_bad_real_batch_for_both_players(tmp_path, monkeypatch):
-    from torch_infogan import training
+    from torch_infogan import trainer as training
 
     config = preset_config("mnist", limit=256, batch_size=32, iterations=8, log_every=4, checkpoint_every=8,
                            on_nonfinite="skip")

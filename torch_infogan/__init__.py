@@ -13,7 +13,7 @@ from torch_infogan.codes import (
     register_code,
     split_params,
 )
-from torch_infogan.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from torch_infogan.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, save_weights_only
 from torch_infogan.errors import InfoGANError
 from torch_infogan.qhead import QHead
 from torch_infogan.regularizer import InfoRegularizer
@@ -38,5 +38,6 @@ __all__ = [
     "parse_codes",
     "register_code",
     "save_checkpoint",
+    "save_weights_only",
     "split_params",
 ]

@@ -80,7 +80,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
     except Exception as exc:  # the parser's own error types vary by version: report them all as one
-        raise InfoGANError(f"{path} is not a readable safetensors file: {_first_line(exc)}") from None
+        raise InfoGANError(f"{path} is not a readable safetensors file: {_first_line(exc)}") from exc
     if metadata.get("format") != FORMAT:
         raise InfoGANError(f"{path} is a safetensors file but not a torch-infogan checkpoint (no format metadata)")
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -106,12 +106,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         if not isinstance(config.get("image_shape"), list) or not isinstance(optim_meta, dict):
             raise ValueError("image_shape or optimizers missing")
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise InfoGANError(f"{path}: checkpoint metadata is incomplete or malformed ({_first_line(exc)})") from None
+        raise InfoGANError(f"{path}: checkpoint metadata is incomplete or malformed ({_first_line(exc)})") from exc
     _check_codes_registered(path, info_cfg.get("codes"))
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # truncated or corrupted data section
-        raise InfoGANError(f"{path}: cannot read checkpoint tensors: {_first_line(exc)}") from None
+        raise InfoGANError(f"{path}: cannot read checkpoint tensors: {_first_line(exc)}") from exc
     head = tensors.get(f"discriminator.{info_cfg.get('head_name', 'info_q')}.net.0.weight")
     if head is None or head.dim() != 2:
         raise InfoGANError(f"{path}: checkpoint holds no Q head weights")
@@ -122,19 +122,32 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         _check_shapes(path, tensors, generator, discriminator)
         generator, discriminator, info = _rebuild(model_cfg, info_cfg, layer, int(head.shape[1]))
     except InfoGANError as exc:
-        raise InfoGANError(f"{path}: {exc}") from None
+        raise InfoGANError(f"{path}: {exc}") from exc
     except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
-        raise InfoGANError(f"{path}: checkpoint config does not rebuild the models ({_first_line(exc)})") from None
+        raise InfoGANError(f"{path}: checkpoint config does not rebuild the models ({_first_line(exc)})") from exc
     for prefix, module in (("generator", generator), ("discriminator", discriminator)):
         module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
     try:
         optimizer_state = _optimizer_state(optim_meta, tensors)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InfoGANError(f"{path}: optimizer state is malformed ({_first_line(exc)})") from None
+        raise InfoGANError(f"{path}: optimizer state is malformed ({_first_line(exc)})") from exc
     extra = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
     generator.to(device).eval()
     discriminator.to(device).eval()
     return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path, extra)
+
+
+def save_weights_only(src: str | Path, dst: str | Path) -> Path:
+    """Copy checkpoint ``src`` to ``dst`` without the optimizer state and random streams that only resuming
+    needs: G, D with Q, and the configuration (about a third of the size). ``dst`` loads with
+    ``load_checkpoint``, exports and evaluates like ``src``, but cannot be resumed."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise InfoGANError(f"the weights-only file would replace its source {src}; choose another output path")
+    if not dst.parent.is_dir():
+        raise InfoGANError(f"folder does not exist: {dst.parent}")
+    ckpt = load_checkpoint(src)
+    return save_checkpoint(dst, ckpt.generator, ckpt.discriminator, ckpt.info, ckpt.config, ckpt.step)
 
 
 def _check_codes_registered(path: Path, spec) -> None:

@@ -106,13 +106,14 @@ class InfoRegularizer:
         self._capture: list | None = None      # set by ``features()``: tap every forward into this list
         self._bounds: dict[str, float] | None = None
         self._bound_tensors: torch.Tensor | None = None
+        self._fitted_bound_tensors: torch.Tensor | None = None
 
     def __getstate__(self):
         # Copies (``copy.deepcopy`` of an attached discriminator) leave the per-step bookkeeping behind, and
         # register global hooks of their own (a handle's state would copy every process-wide hook).
         state = dict(self.__dict__)
         state.update(_samples=[], _watching=None, _pending=[], _depth=0, _untapped=0,
-                     _capture=None, _bound_tensors=None, _global_handles=[])
+                     _capture=None, _bound_tensors=None, _fitted_bound_tensors=None, _global_handles=[])
         return state
 
     def __setstate__(self, state):
@@ -346,7 +347,7 @@ class InfoRegularizer:
             now = self._select(sample)
         except InfoGANError as exc:
             sample.forwards.remove(forward)
-            raise InfoGANError(f"{exc} (this forward ran after loss() used another one)") from None
+            raise InfoGANError(f"{exc} (this forward ran after loss() used another one)") from exc
         if now.key != sample.chosen.key:
             sample.forwards.remove(forward)
             raise InfoGANError(
@@ -456,6 +457,10 @@ class InfoRegularizer:
         entropies = torch.stack([code.entropy() for code in self.codes]).to(nlls.device)
         weights = torch.tensor([code.weight for code in self.codes], device=nlls.device)
         bounds = entropies - nlls
+        with torch.no_grad():
+            fitted = torch.stack([code.fitted_nll(part, codes[key]).mean() for key, code, part
+                                  in zip(self.keys, self.codes, split_params(self.codes, q_params.detach()))])
+        self._fitted_bound_tensors = torch.maximum(entropies - fitted, bounds.detach())
         self._bound_tensors = bounds.detach()
         self._bounds = None
         return -(weights * bounds).sum()
@@ -489,6 +494,11 @@ class InfoRegularizer:
     def bound_tensor(self) -> torch.Tensor | None:
         """The per-code bounds of the latest ``loss`` as a detached tensor on the device (no host sync)."""
         return self._bound_tensors
+
+    def fitted_bound_tensor(self) -> torch.Tensor | None:
+        """Per-code MI lower bounds of the latest ``loss`` with Q's unlearned variance fitted to its error on
+        that batch (``Code.fitted_nll``; the larger of the two bounds), detached, on the device."""
+        return self._fitted_bound_tensors
 
     def entropies(self) -> dict[str, float]:
         """H(c) of each code in nats, the ceiling of its MI bound."""

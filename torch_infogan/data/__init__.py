@@ -103,7 +103,7 @@ def _load_image_folder(folder: Path, image_size: int | None) -> ImageData:
     try:
         dataset = datasets.ImageFolder(str(folder), transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:
-        raise InfoGANError(f"{folder}: {exc}") from None
+        raise InfoGANError(f"{folder}: {exc}") from exc
     return _stack(dataset, f"folder:{folder}", "all")
 
 
@@ -126,7 +126,7 @@ def _load_torchvision(name: str, root, split: str, download: bool, image_size: i
         return _stack(dataset, name, split, labels=False)
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
         hint = "" if download else " (add --download to fetch it, where the network allows)"
-        raise InfoGANError(f"dataset {name!r} not found under {root}: {exc}{hint}") from None
+        raise InfoGANError(f"dataset {name!r} not found under {root}: {exc}{hint}") from exc
 
 
 def _stack(dataset, name: str, split: str, labels: bool = True) -> ImageData:

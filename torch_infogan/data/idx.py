@@ -23,10 +23,10 @@ def read_idx(path: str | Path) -> np.ndarray:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except FileNotFoundError:
-        raise InfoGANError(f"IDX file not found: {path}") from None
+    except FileNotFoundError as exc:
+        raise InfoGANError(f"IDX file not found: {path}") from exc
     except (OSError, EOFError, zlib.error) as exc:
-        raise InfoGANError(f"cannot read IDX file {path}: {exc}") from None
+        raise InfoGANError(f"cannot read IDX file {path}: {exc}") from exc
     return parse_idx(raw, str(path))
 
 

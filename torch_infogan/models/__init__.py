@@ -20,7 +20,7 @@ def build_models(config: dict) -> tuple[nn.Module, nn.Module]:
     try:
         return BUILDERS[name](**config)
     except TypeError as exc:
-        raise InfoGANError(f"bad arguments for model builder {name!r}: {exc}") from None
+        raise InfoGANError(f"bad arguments for model builder {name!r}: {exc}") from exc
 
 
 __all__ = ["BUILDERS", "TAP_LAYERS", "DCGAN_TAP", "Discriminator", "Generator", "build_dcgan", "build_models"]

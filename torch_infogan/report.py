@@ -1,0 +1,61 @@
+"""The report of a training run: pictures, evaluation against labels, and ``report.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch_infogan.evaluation import evaluate, format_table
+from torch_infogan.pictures import plot_bounds, plot_confusion, sample_grid, traversal_grid, traversal_names
+from torch_infogan.trainer import FitResult, Trainer
+
+
+def write_report(trainer: Trainer, fit: FitResult, out: str | Path) -> tuple[list[Path], dict | None]:
+    """Write samples, traversals, the MI-bound curves, evaluation (when the data has labels) and
+    ``report.md`` into ``out``; returns the files written and the evaluation."""
+    out = Path(out)
+    info, generator = trainer.info, trainer.generator
+    files = [sample_grid(generator, info, out / "samples.png")]
+    for key, dim, stem in traversal_names(info):
+        files.append(traversal_grid(generator, info, key, out / f"{stem}.png", dim=dim))
+    files.append(plot_bounds(fit.records, info.entropies(), out / "mi_bounds.png"))
+    evaluation = None
+    if trainer.full_data.labels is not None:
+        evaluation = evaluate(generator, info, trainer.full_data)
+        (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+        files.append(out / "evaluation.json")
+        for key, scores in evaluation["codes"].items():
+            files.append(plot_confusion(scores["confusion"], out / f"confusion_{key}.png",
+                                        f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"]))
+    (out / "report.md").write_text(_markdown(trainer, fit, evaluation, files))
+    files.append(out / "report.md")
+    return files, evaluation
+
+
+def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: list[Path]) -> str:
+    config = trainer.config
+    lines = ["# InfoGAN training report", "",
+             f"- preset `{config.preset}`, data `{trainer.data.name}` ({len(trainer.data)} images, "
+             f"{'x'.join(map(str, trainer.data.image_shape))})",
+             f"- codes `{trainer.info.spec}`, noise {config.noise_dim}, batch {config.batch_size}, "
+             f"{trainer.step_index} iterations, seed {config.seed}",
+             f"- device {trainer.device}, precision {trainer.precision}: {fit.seconds:.0f} s, "
+             f"{fit.images_per_second:.0f} images/s", ""]
+    if fit.records:
+        last = fit.records[-1]
+        lines += ["## Final MI lower bounds (nats)", "",
+                  "`bound`: Q as trained (a continuous code's Q std as configured, 1 by default); "
+                  "`bound, fitted variance`: the same Q means with the variance fitted to their error "
+                  "(also a valid lower bound, and the one that shows what a continuous code carries).", "",
+                  "| code | bound | bound, fitted variance | H(c) |", "| --- | --- | --- | --- |"]
+        fitted = last.get("mi_fitted", {})
+        for key, h in trainer.info.entropies().items():
+            lines.append(f"| {key} | {last['mi'][key]:.3f} | {fitted.get(key, float('nan')):.3f} | {h:.3f} |")
+        lines.append("")
+    if evaluation:
+        lines += ["## Categorical codes against the labels", "", "```", format_table(evaluation), "```", ""]
+    lines += ["## Pictures", ""]
+    for path in files:
+        if path.suffix == ".png":
+            lines.append(f"![{path.stem}]({path.name})")
+    return "\n".join(lines) + "\n"
