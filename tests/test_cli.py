@@ -102,7 +102,9 @@ def _cli(*args):
     (["evaluate", "/no/such/checkpoint.safetensors"], "checkpoint not found"),
     (["train", "--preset", "nope"], "unknown preset 'nope'"),
     (["train", "--precision", "fp16"], "precision must be auto, fp32 or bf16"),
-    (["train", "--translate", "-1"], "translate must be >= 0 pixels"),
+    (["train", "--translate", "-1"], "--translate must be >= 0 pixels"),
+    (["train", "--batch-size", "1"], "--batch-size must be >= 2"),
+    (["train", "--lr-g", "0"], "--lr-g must be > 0"),
 ])
 def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
     proc = _cli(*args, *(["--out", str(tmp_path / "o")] if args[0] == "train" else []))
@@ -123,3 +125,39 @@ def test_train_refuses_to_overwrite_a_run(trained):
 def test_no_arguments_shows_help():
     proc = _cli()
     assert "train" in proc.stdout + proc.stderr and "evaluate" in proc.stdout + proc.stderr
+
+
+def test_debug_shows_the_traceback_with_its_chain(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    plain = _cli("evaluate", str(bad))
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    debug = _cli("--debug", "evaluate", str(bad))
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert "InfoGANError" in debug.stderr and "direct cause" in debug.stderr  # the parser's error is kept
+
+
+def test_weights_only_copy_loads_and_refuses_to_resume(trained, tmp_path):
+    from torch_infogan.cli.export import app as export_app
+    from torch_infogan.config import TrainConfig
+    from torch_infogan.errors import InfoGANError
+    from torch_infogan.trainer import Trainer
+
+    out, _ = trained
+    source = out / "checkpoint.safetensors"
+    target = tmp_path / "weights.safetensors"
+    result = runner.invoke(export_app, ["weights", str(source), "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert target.stat().st_size < 0.4 * source.stat().st_size  # Adam keeps two tensors per weight
+    full, weights = load_checkpoint(source), load_checkpoint(target)
+    assert weights.optimizer_state == {} and weights.extra == {}
+    assert weights.step == full.step and weights.info.spec == full.info.spec
+    for a, b in zip(full.generator.state_dict().values(), weights.generator.state_dict().values()):
+        assert torch.equal(a, b)
+    z = torch.rand(4, full.info.latent_dim)
+    assert torch.equal(full.generator(z), weights.generator(z))
+    trainer = Trainer(TrainConfig(**full.config["train"]))
+    with pytest.raises(InfoGANError, match="cannot be resumed"):
+        trainer.resume(target)
+    same = runner.invoke(export_app, ["weights", str(source), "-o", str(source)])
+    assert same.exit_code == 2 and "replace its source" in same.output

@@ -98,6 +98,27 @@ def test_exact_q_reaches_the_best_bound(code):
         assert float(code.entropy() - exact) == pytest.approx(math.log(code.k), abs=1e-4)
 
 
+def test_fitted_nll_is_a_bound_no_worse_than_a_fixed_std(code):
+    value = code.sample(256)
+    q = _exact_params(code, value) + 0.3 * torch.randn(256, code.param_dim)
+    fitted, fixed = code.fitted_nll(q, value), code.nll(q, value)
+    assert fitted.shape == (256,)
+    if code.has_enumerate_support:
+        torch.testing.assert_close(fitted, fixed)  # nothing of Q's likelihood is left unlearned
+    elif not code.learn_std:
+        assert float(fitted.mean()) <= float(fixed.mean()) + 1e-6  # the fitted variance is the best one
+
+
+def test_fitted_bound_of_a_uniform_code_known_answer():
+    code = get_code("unif", dim=1)
+    value = code.sample(100_000, generator=torch.Generator().manual_seed(0))
+    q = value + 0.1 * torch.randn(100_000, 1, generator=torch.Generator().manual_seed(1))
+    bound = float(code.entropy() - code.fitted_nll(q, value).mean())
+    # H = log 2; Q = N(c; mean, 0.1^2): E[-log Q] = 0.5 + 0.5 log(2 pi 0.01)
+    assert bound == pytest.approx(math.log(2) - 0.5 - 0.5 * math.log(2 * math.pi * 0.01), abs=0.01)
+    assert float(code.entropy() - code.nll(q, value).mean()) < 0  # what Q's std of 1 reports
+
+
 def test_categorical_nll_takes_logits_not_probabilities():
     code = get_code("cat", k=10)
     logits = torch.randn(8, 10)

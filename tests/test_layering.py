@@ -42,3 +42,42 @@ def test_nothing_imports_the_cli(path):
 @pytest.mark.parametrize("path", _files("exporters"), ids=str)
 def test_exporters_need_no_trainer(path):
     assert "torch_infogan.training" not in _imports(path)
+
+
+# The trainer's modules, each importing only those after it in this list (training -> ... -> config).
+TRAINER_LAYERS = ["training", "report", "trainer", "augment", "runtime", "config"]
+
+
+@pytest.mark.parametrize("index", range(len(TRAINER_LAYERS)), ids=TRAINER_LAYERS)
+def test_trainer_modules_import_in_one_direction(index):
+    name = TRAINER_LAYERS[index]
+    above = {f"torch_infogan.{n}" for n in TRAINER_LAYERS[:index + 1]}
+    imported = {n for n in _imports(ROOT / "torch_infogan" / f"{name}.py") if n.startswith("torch_infogan.")}
+    assert not imported & (above - {f"torch_infogan.{name}"}), f"{name}.py imports a module above it"
+
+
+COMMANDS_WITHOUT_TRAINER = r'''
+import sys
+from typer.testing import CliRunner
+from torch_infogan.cli.main import app
+from torch_infogan.cli.export import app as export_app
+
+ckpt, out = sys.argv[1], sys.argv[2]
+runs = [(app, ["evaluate", ckpt]), (app, ["sample", ckpt, "-o", out + "/s.png", "-n", "4"]),
+        (app, ["traverse", ckpt, "-o", out + "/t"]), (export_app, ["weights", ckpt, "-o", out + "/w.safetensors"]),
+        (export_app, ["hdf5", ckpt, "-o", out + "/f.h5", "--quiet"])]
+for command, args in runs:
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, (args, result.output)
+print(sorted(m for m in sys.modules if m in ("torch_infogan.trainer", "torch_infogan.training", "torch_infogan.report")))
+'''
+
+
+def test_commands_that_need_only_a_device_do_not_import_the_trainer(tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", COMMANDS_WITHOUT_TRAINER, str(tiny_checkpoint), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
