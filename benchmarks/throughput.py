@@ -1,9 +1,13 @@
-"""Training throughput of the MNIST recipe (images/s): torch-infogan's step beside the naive one, same run.
+"""Training throughput of the MNIST recipe (images/s): torch-infogan's step beside the naive one, same run,
+with the step's FLOPs and the share of this machine's measured matmul rate it reaches.
 
-    python benchmarks/throughput.py [--device auto] [--batch-size 128] [--steps 30] [--rounds 3]
+    python benchmarks/throughput.py [--device auto] [--batch-size 128] [--steps 30] [--rounds 3] [--bf16]
 
 The naive step is the way most reimplementations write it: per-sample torchvision transforms through a
 DataLoader, FC layers as 7x7 convolutions, three discriminator passes per step, `.item()` every step.
+FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` over one step of each variant (matrix
+multiplies and convolutions, forward and backward); the matmul rate is the best of a few 2048^3 products
+in float32 and in bf16, measured in the same run.
 """
 
 from __future__ import annotations
@@ -107,6 +111,32 @@ def ours(data, batch_size, device, precision="fp32", compile=False):
     return trainer.step
 
 
+def step_flops(step) -> float:
+    """FLOPs of one call of ``step`` (matrix multiplies and convolutions, forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step()  # warm: the first step may differ (lazy state)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(device, dtype, size=2048, repeats=5) -> float:
+    """Best FLOP/s of ``size``^3 products in ``dtype`` on ``device``."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = 0.0
+    for _ in range(repeats + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - start))
+    return best
+
+
 def measure(step, steps, device, batch_size):
     for _ in range(3):
         step()
@@ -131,22 +161,41 @@ def main():
     args = parser.parse_args()
     device = resolve_device(args.device)
     data = load_data()
-    variants = {"naive": naive_loop(data.images, args.batch_size, device),
-                "torch-infogan": ours(data, args.batch_size, device)}
+    # name: (step, precision its matmuls run in)
+    variants = {"naive": (naive_loop(data.images, args.batch_size, device), "fp32"),
+                "torch-infogan": (ours(data, args.batch_size, device), "fp32")}
     if args.bf16:
-        variants["torch-infogan bf16 autocast"] = ours(data, args.batch_size, device, "bf16")
+        variants["torch-infogan bf16 autocast"] = (ours(data, args.batch_size, device, "bf16"), "bf16")
     if args.compile:
-        variants["torch-infogan compile"] = ours(data, args.batch_size, device, compile=True)
+        variants["torch-infogan compile"] = (ours(data, args.batch_size, device, compile=True), "fp32")
+    flops = {name: step_flops(step) / args.batch_size for name, (step, _) in variants.items()}
     best = {name: 0.0 for name in variants}
+    rates = {"fp32": 0.0, "bf16": 0.0}
     for _ in range(args.rounds):  # interleaved rounds, best of each: the machine is shared and noisy
-        for name, step in variants.items():
+        for name, (step, _) in variants.items():
             best[name] = max(best[name], measure(step, args.steps, device, args.batch_size))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+        rates["fp32"] = max(rates["fp32"], matmul_rate(device, torch.float32))
+        rates["bf16"] = max(rates["bf16"], matmul_rate(device, torch.bfloat16))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{_cpu_name()}, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size}; "
           f"best of {args.rounds} rounds of {args.steps} steps")
-    print(f"{'step':<30}{'images/s':>10}{'vs naive':>10}")
+    print(f"measured 2048^3 matmul: float32 {rates['fp32'] / 1e9:.0f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s")
+    print(f"{'step':<30}{'images/s':>10}{'vs naive':>10}{'GFLOP/image':>13}{'GFLOP/s':>9}{'of matmul rate':>16}")
     for key, value in best.items():
-        print(f"{key:<30}{value:>10.0f}{value / best['naive']:>9.2f}x")
+        achieved = value * flops[key]
+        precision = variants[key][1]
+        print(f"{key:<30}{value:>10.0f}{value / best['naive']:>9.2f}x{flops[key] / 1e9:>13.3f}{achieved / 1e9:>9.0f}"
+              f"{achieved / rates[precision]:>10.0%} {precision:>5}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 if __name__ == "__main__":
