@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +65,18 @@ def test_evaluate_a_q_that_permutes_the_labels_gives_accuracy_one():
     result = evaluate(generator, info, ImageData(images, labels, "synthetic"))
     assert result["codes"]["cat0"]["accuracy"] == 1.0
     assert result["codes"]["cat0"]["mapping"] == {int(perm[i]): i for i in range(10)}
+
+
+def test_label_free_scores_known_answers():
+    from torch_infogan.evaluation import label_free_scores
+
+    balanced = torch.nn.functional.one_hot(torch.arange(1000) % 10, 10).float()  # confident, equal shares
+    scores = label_free_scores({"probs": balanced})
+    assert scores["usage"] == pytest.approx(math.log(10)) and scores["confidence"] == pytest.approx(1.0)
+    assert scores["real_mi"] == pytest.approx(math.log(10))
+    merged = torch.nn.functional.one_hot(torch.arange(1000) % 5, 10).float()  # half the categories unused
+    assert label_free_scores({"probs": merged})["real_mi"] == pytest.approx(math.log(5))
+    unsure = torch.full((100, 10), 0.1)  # every image spread over all categories: no information
+    scores = label_free_scores({"probs": unsure})
+    assert scores["usage"] == pytest.approx(math.log(10)) and scores["real_mi"] == pytest.approx(0.0, abs=1e-9)
+    assert label_free_scores({"mean": torch.zeros(3, 1), "std": torch.ones(3, 1)}) == {}

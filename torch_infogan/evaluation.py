@@ -78,18 +78,35 @@ def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, norma
         assigned = code.cluster(part)
         if assigned is not None:
             result["codes"][key] = cluster_scores(assigned.long().numpy(), labels, code.num_clusters)
+            result["codes"][key].update(label_free_scores(code.posterior(part)))
     result["bounds"] = estimate_bounds(generator, info, seed=seed)
     result["bounds_fitted"] = estimate_bounds(generator, info, seed=seed, fitted=True)
     result["entropies"] = info.entropies()
     return result
 
 
+def label_free_scores(posterior: dict[str, torch.Tensor]) -> dict[str, float]:
+    """What Q's categories do on real images, computed without labels: ``usage`` is the entropy of the
+    mean posterior over categories (ln k when every category takes an equal share of the data),
+    ``confidence`` the mean of each image's largest probability, ``real_mi`` = usage - E[H(Q(c|x))]
+    (the information Q's categories carry about real images). Empty for a code without ``probs``."""
+    probs = posterior.get("probs")
+    if probs is None or probs.dim() != 2 or not torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-3):
+        return {}
+    probs = probs.double()
+    marginal = probs.mean(0)
+    usage = float(-(marginal * marginal.clamp_min(1e-12).log()).sum())
+    conditional = float(-(probs * probs.clamp_min(1e-12).log()).sum(1).mean())
+    return {"usage": usage, "confidence": float(probs.max(1).values.mean()), "real_mi": usage - conditional}
+
+
 def format_table(result: dict) -> str:
     """A plain-text table of an evaluation result."""
-    lines = [f"{'code':<8}{'accuracy':>10}{'NMI':>8}{'ARI':>8}  merged labels"]
+    lines = [f"{'code':<8}{'accuracy':>10}{'NMI':>8}{'ARI':>8}{'real MI':>9}  merged labels"]
     for key, s in result["codes"].items():
         merged = " ".join("/".join(map(str, g)) for g in s["merged"]) or "-"
-        lines.append(f"{key:<8}{s['accuracy']:>10.4f}{s['nmi']:>8.4f}{s['ari']:>8.4f}  {merged}")
+        real_mi = f"{s['real_mi']:>9.4f}" if "real_mi" in s else f"{'-':>9}"
+        lines.append(f"{key:<8}{s['accuracy']:>10.4f}{s['nmi']:>8.4f}{s['ari']:>8.4f}{real_mi}  {merged}")
     lines.append("")
     lines.append(f"{'code':<8}{'MI bound':>10}{'fitted':>8}{'H(c)':>8}   (nats; fitted: Q's variance fitted to its error)")
     fitted = result.get("bounds_fitted", {})
