@@ -289,8 +289,8 @@ class Trainer:
         last, last_step, first_step = start, self.step_index, self.step_index
         metrics_file = open(metrics_path, "w") if main else None
         try:
-            for record in records:
-                metrics_file.write(json.dumps(record) + "\n")
+            if metrics_file is not None:  # a resumed run keeps its earlier records
+                metrics_file.writelines(json.dumps(record) + "\n" for record in records)
             with _StopSignals() as signals:
                 while self.step_index < total:
                     losses = self.step()
