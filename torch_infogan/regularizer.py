@@ -451,15 +451,14 @@ class InfoRegularizer:
             features = self._trunk_free_features(*forward.call)
         device_type = features.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            q_params = self.q(features.float())
-            nlls = torch.stack([code.nll(part, codes[key]).mean() for key, code, part
-                                in zip(self.keys, self.codes, split_params(self.codes, q_params))])
+            parts = split_params(self.codes, self.q(features.float()))
+            nlls = torch.stack([code.nll(part, codes[key]).mean() for key, code, part in zip(self.keys, self.codes, parts)])
         entropies = torch.stack([code.entropy() for code in self.codes]).to(nlls.device)
         weights = torch.tensor([code.weight for code in self.codes], device=nlls.device)
         bounds = entropies - nlls
         with torch.no_grad():
-            fitted = torch.stack([code.fitted_nll(part, codes[key]).mean() for key, code, part
-                                  in zip(self.keys, self.codes, split_params(self.codes, q_params.detach()))])
+            fitted = torch.stack([code.fitted_nll(part, codes[key]).mean()
+                                  for key, code, part in zip(self.keys, self.codes, parts)])
         self._fitted_bound_tensors = torch.maximum(entropies - fitted, bounds.detach())
         self._bound_tensors = bounds.detach()
         self._bounds = None
