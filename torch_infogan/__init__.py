@@ -13,6 +13,7 @@ from torch_infogan.codes import (
     register_code,
     split_params,
 )
+from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, save_weights_only
 from torch_infogan.errors import InfoGANError
 from torch_infogan.qhead import QHead
@@ -25,6 +26,7 @@ __all__ = [
     "Categorical",
     "Checkpoint",
     "Code",
+    "ContrastiveRegularizer",
     "Gaussian",
     "InfoGANError",
     "InfoRegularizer",

@@ -12,6 +12,7 @@ from torch import nn
 
 from torch_infogan.atomic import atomic_path
 from torch_infogan.codes import list_codes
+from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.errors import InfoGANError
 from torch_infogan.models import build_models
 from torch_infogan.regularizer import InfoRegularizer
@@ -32,6 +33,7 @@ class Checkpoint:
     optimizer_state: dict[str, dict] = field(default_factory=dict)
     path: Path | None = None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    contrastive: ContrastiveRegularizer | None = None
 
 
 def save_checkpoint(path: str | Path, generator: nn.Module, discriminator: nn.Module, info: InfoRegularizer,
@@ -117,10 +119,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         raise InfoGANError(f"{path}: checkpoint holds no Q head weights")
     try:
         layer = info_cfg.pop("layer", None)
+        cr_cfg = config.get("contrastive")
         with torch.device("meta"):
-            generator, discriminator, info = _rebuild(model_cfg, info_cfg, layer, int(head.shape[1]))
+            generator, discriminator, info, _ = _rebuild(model_cfg, info_cfg, layer, int(head.shape[1]), cr_cfg)
         _check_shapes(path, tensors, generator, discriminator)
-        generator, discriminator, info = _rebuild(model_cfg, info_cfg, layer, int(head.shape[1]))
+        generator, discriminator, info, contrastive = _rebuild(model_cfg, info_cfg, layer, int(head.shape[1]), cr_cfg)
     except InfoGANError as exc:
         raise InfoGANError(f"{path}: {exc}") from exc
     except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
@@ -134,7 +137,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     extra = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
     generator.to(device).eval()
     discriminator.to(device).eval()
-    return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path, extra)
+    return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path, extra, contrastive)
 
 
 def save_weights_only(src: str | Path, dst: str | Path) -> Path:
@@ -164,11 +167,16 @@ def _check_codes_registered(path: Path, spec) -> None:
                            f"import the module that registers it (@register_code({name!r})) before loading")
 
 
-def _rebuild(model_cfg: dict, info_cfg: dict, layer, in_features: int):
+def _rebuild(model_cfg: dict, info_cfg: dict, layer, in_features: int, cr_cfg: dict | None = None):
     info = InfoRegularizer(**info_cfg)
     generator, discriminator = build_models(model_cfg)
     info.attach(discriminator, layer, in_features=in_features)
-    return generator, discriminator, info
+    contrastive = None
+    if cr_cfg is not None:
+        cr_cfg = dict(cr_cfg)
+        image_shape = cr_cfg.pop("image_shape")
+        contrastive = ContrastiveRegularizer(info, **cr_cfg).attach(discriminator, image_shape)
+    return generator, discriminator, info, contrastive
 
 
 def _check_shapes(path: Path, tensors: dict, generator: nn.Module, discriminator: nn.Module) -> None:

@@ -43,8 +43,14 @@ class TrainConfig:
     instance_noise: float = 0.0
     translate: int = 2
     updates: str = "alternating"
+    info_weight: float = 1.0
+    contrastive: float = 0.0
+    contrastive_start: int = 0
+    contrastive_gap: float = 0.0
     q_hidden: int = 128
+    q_batchnorm: bool = True
     train_trunk: bool = True
+    model: str = "dcgan"
     widths: list[int] | None = None
     fc_dim: int = 1024
     negative_slope: float = 0.1
@@ -75,7 +81,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first field that holds a value it cannot take."""
         choices = {"updates": ("simultaneous", "alternating"), "on_nonfinite": ("stop", "skip"),
-                   "precision": ("auto", "fp32", "bf16"), "noise": ("uniform", "normal")}
+                   "precision": ("auto", "fp32", "bf16"), "noise": ("uniform", "normal"),
+                   "model": ("dcgan", "shapes")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(name, f"must be {', '.join(allowed[:-1])} or {allowed[-1]}, "
@@ -99,6 +106,11 @@ class TrainConfig:
             raise ConfigError("limit", f"must be >= 1 image, got {self.limit}")
         if self.translate < 0:
             raise ConfigError("translate", f"must be >= 0 pixels, got {self.translate}")
+        for name in ("info_weight", "contrastive", "contrastive_gap"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.contrastive_start < 0:
+            raise ConfigError("contrastive_start", f"must be a step >= 0, got {self.contrastive_start}")
         if self.instance_noise < 0:
             raise ConfigError("instance_noise", f"must be >= 0, got {self.instance_noise}")
 
@@ -114,6 +126,15 @@ PRESETS: dict[str, dict] = {
     "svhn": dict(data="svhn", codes="cat:10,cat:10,cat:10,cat:10,unif:4", noise_dim=124, iterations=20000,
                  translate=0),
     "celeba": dict(data="celeba", codes=",".join(["cat:10"] * 10), noise_dim=128, iterations=20000, translate=0),
+    # InfoGAN-CR's modified InfoGAN on the procedural dSprites grid (Lin et al., 2020): 5 continuous codes and
+    # 5 noise dimensions, spectrally normalized D without batch norm, information weight 0.05 for both players.
+    "shapes": dict(data="shapes", model="shapes", codes="unif,unif,unif,unif,unif", noise_dim=5, batch_size=64,
+                   lr_g=1e-3, lr_d=2e-3, info_weight=0.05, q_batchnorm=False, negative_slope=0.2, translate=0,
+                   iterations=10000, checkpoint_every=1000),
+    # The same with InfoGAN-CR's contrastive regularizer (weight 2 for G, switched on for the last part of the run).
+    "shapes-cr": dict(data="shapes", model="shapes", codes="unif,unif,unif,unif,unif", noise_dim=5, batch_size=64,
+                      lr_g=1e-3, lr_d=2e-3, info_weight=0.05, q_batchnorm=False, negative_slope=0.2, translate=0,
+                      iterations=10000, checkpoint_every=1000, contrastive=2.0, contrastive_start=5000),
     "chairs": dict(data="folder:chairs", codes="cat:20,cat:20,cat:20,unif:1", noise_dim=128, iterations=20000,
                    translate=0),
 }

@@ -167,13 +167,7 @@ class InfoRegularizer:
         param = next(discriminator.parameters(), None)
         if param is not None:
             self.q.to(param.device)
-        if isinstance(discriminator, nn.Sequential):
-            if not isinstance(discriminator, _SkipsHeads):
-                discriminator.__class__ = type(type(discriminator).__name__, (_SkipsHeads, type(discriminator)),
-                                               {"__module__": type(discriminator).__module__})
-                discriminator._info_heads = set()
-            discriminator._info_heads.add(self.head_name)
-        discriminator.add_module(self.head_name, self.q)
+        add_head(discriminator, self.head_name, self.q)
         self.discriminator = discriminator
         self.layer_name = name
         self._handles = [
@@ -216,12 +210,7 @@ class InfoRegularizer:
         for handle in self._handles + self._global_handles:
             handle.remove()
         discriminator = self.discriminator
-        delattr(discriminator, self.head_name)
-        if isinstance(discriminator, _SkipsHeads):
-            discriminator._info_heads.discard(self.head_name)
-            if not discriminator._info_heads:
-                discriminator.__class__ = type(discriminator).__mro__[2]
-                del discriminator._info_heads
+        remove_head(discriminator, self.head_name)
         self._handles, self._global_handles = [], []
         self.discriminator = None
         self._reset_state()
@@ -556,6 +545,28 @@ class _SkipsHeads:
         if isinstance(idx, slice):
             return type(self).__mro__[2](OrderedDict(self._layers()[idx]))
         return self._layers()[idx][1]
+
+
+def add_head(discriminator: nn.Module, name: str, head: nn.Module) -> None:
+    """Register ``head`` as the submodule ``name`` of ``discriminator``, so its optimizer, ``state_dict()`` and
+    ``.to()`` cover it; a bare ``nn.Sequential`` keeps its forward (its iteration skips the head)."""
+    if isinstance(discriminator, nn.Sequential):
+        if not isinstance(discriminator, _SkipsHeads):
+            discriminator.__class__ = type(type(discriminator).__name__, (_SkipsHeads, type(discriminator)),
+                                           {"__module__": type(discriminator).__module__})
+            discriminator._info_heads = set()
+        discriminator._info_heads.add(name)
+    discriminator.add_module(name, head)
+
+
+def remove_head(discriminator: nn.Module, name: str) -> None:
+    """Undo ``add_head``."""
+    delattr(discriminator, name)
+    if isinstance(discriminator, _SkipsHeads):
+        discriminator._info_heads.discard(name)
+        if not discriminator._info_heads:
+            discriminator.__class__ = type(discriminator).__mro__[2]
+            del discriminator._info_heads
 
 
 def _follows(x: torch.Tensor, sample: _Sample) -> bool:

@@ -19,6 +19,7 @@ from torch import nn
 from torch_infogan.augment import random_translate
 from torch_infogan.checkpoint import load_checkpoint, save_checkpoint
 from torch_infogan.config import TrainConfig
+from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.data import ImageData, load_data
 from torch_infogan.errors import InfoGANError
 from torch_infogan.evaluation import normalize
@@ -92,15 +93,21 @@ class Trainer:
         self.images = data.images.to(self.device)  # uint8, resident on the device
         c, h, w = data.image_shape
         self.info = InfoRegularizer(config.codes, noise_dim=config.noise_dim, noise=config.noise,
-                                    q_hidden=config.q_hidden, train_trunk=config.train_trunk)
-        self.model_config = {"builder": "dcgan", "latent_dim": self.info.latent_dim, "image_shape": [c, h, w],
-                             "widths": config.widths, "fc_dim": config.fc_dim,
-                             "negative_slope": config.negative_slope, "output": "sigmoid"}
+                                    q_hidden=config.q_hidden, q_batchnorm=config.q_batchnorm,
+                                    q_negative_slope=config.negative_slope, train_trunk=config.train_trunk)
+        self.model_config = {"builder": config.model, "latent_dim": self.info.latent_dim, "image_shape": [c, h, w],
+                             "negative_slope": config.negative_slope}
+        if config.model == "dcgan":
+            self.model_config.update(widths=config.widths, fc_dim=config.fc_dim, output="sigmoid")
         self.generator, self.discriminator = build_models(self.model_config)
         self.generator.to(self.device)
         self.discriminator.to(self.device)
         example = normalize(self.images[:2], "unit")
-        self.info.attach(self.discriminator, TAP_LAYERS["dcgan"], example=example)  # the user's two lines
+        self.info.attach(self.discriminator, TAP_LAYERS[config.model], example=example)  # the user's two lines
+        self.contrastive = None
+        if config.contrastive > 0:
+            self.contrastive = ContrastiveRegularizer(self.info, config.contrastive, config.contrastive_start,
+                                                      config.contrastive_gap).attach(self.discriminator, (c, h, w))
         if config.sync_bn and self.world > 1:
             self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
             self.discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
@@ -151,7 +158,8 @@ class Trainer:
 
     def _step(self, real: torch.Tensor) -> torch.Tensor:
         """Gradients of one step (the optimizers step in ``step``); returns the GAN losses ``[d, g]``
-        (without the MI terms, whose bounds the regularizer keeps).
+        (without the MI terms, whose bounds the regularizer keeps), and the contrastive classifier's
+        cross-entropy where that term is on.
 
         ``simultaneous``: one D forward on the fakes serves both players, each loss reaching only its
         own parameters. ``alternating``: D steps first, then G's loss comes from a fresh forward of the
@@ -168,29 +176,44 @@ class Trainer:
             real = random_translate(real, config.translate, self.code_gen)
             fake = random_translate(fake, config.translate, self.code_gen)
             d_real, d_fake = self.d_forward(real, fake)
-            mi = info.loss(codes)
+            mi = config.info_weight * info.loss(codes)
             ones, zeros = torch.ones_like(d_real, dtype=torch.float32), torch.zeros_like(d_real, dtype=torch.float32)
             gan_d = F.binary_cross_entropy_with_logits(d_real.float(), ones) \
                 + F.binary_cross_entropy_with_logits(d_fake.float(), zeros)
+            loss_d, cr_on = gan_d + mi, False
+            if self.contrastive is not None:
+                cr, cr_on = self.contrastive, self.contrastive.active(self.step_index)
+                latent_a, latent_b, shared = cr.pairs(real.shape[0], generator=self.code_gen)
+                with torch.set_grad_enabled(cr_on):
+                    pair_a, pair_b = self.generator(latent_a), self.generator(latent_b)
+                cr_d = cr.loss(pair_a.detach(), pair_b.detach(), shared)
+                loss_d = loss_d + cr_d
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
         alternating = config.updates == "alternating"
-        (gan_d + mi).backward(inputs=self._d_params, retain_graph=not alternating)
+        loss_d.backward(inputs=self._d_params, retain_graph=not alternating)
         if alternating:
-            if config.on_nonfinite == "skip" and not bool(torch.isfinite(gan_d + mi)):
-                return torch.full((2,), float("nan"), device=real.device)  # `step` skips the whole step
+            if config.on_nonfinite == "skip" and not bool(torch.isfinite(loss_d)):
+                n = 3 if self.contrastive is not None else 2
+                return torch.full((n,), float("nan"), device=real.device)  # `step` skips the whole step
             self.opt_d.step()
             with self.runtime.autocast():
                 d_fake = self.discriminator(fake)
-                mi_g = info.loss(codes)
+                loss_g = config.info_weight * info.loss(codes)
+                if cr_on:
+                    loss_g = loss_g + cr.loss(pair_a, pair_b, shared)
         else:
-            mi_g = mi
+            loss_g = mi + (cr.loss(pair_a, pair_b, shared) if cr_on else 0)
         gan_g = F.binary_cross_entropy_with_logits(d_fake.float(), ones)
-        (gan_g + mi_g).backward(inputs=self._g_params)
-        return torch.stack([gan_d.detach(), gan_g.detach()])
+        (gan_g + loss_g).backward(inputs=self._g_params)
+        losses = [gan_d.detach(), gan_g.detach()]
+        if self.contrastive is not None:
+            losses.append(cr_d.detach() / max(cr.weight, 1e-12))
+        return torch.stack(losses)
 
     def step(self) -> torch.Tensor:
-        """One training step; returns the GAN losses ``[d, g]`` on the device (no host sync unless skipping)."""
+        """One training step; returns the GAN losses ``[d, g]`` (and the contrastive classifier's cross-entropy
+        where that term is configured) on the device (no host sync unless skipping)."""
         factor = self._lr_factor()
         for opt, lr in ((self.opt_d, self.config.lr_d), (self.opt_g, self.config.lr_g)):
             for group in opt.param_groups:
@@ -231,9 +254,12 @@ class Trainer:
 
     def checkpoint_config(self) -> dict:
         c, h, w = self.data.image_shape
-        return {"model": self.model_config, "image_shape": [c, h, w], "normalization": "unit",
-                "value_range": [0.0, 1.0], "dataset": self.data.name, "train": asdict(self.config),
-                "cursor": self._cursor, "skipped": self.skipped}
+        config = {"model": self.model_config, "image_shape": [c, h, w], "normalization": "unit",
+                  "value_range": [0.0, 1.0], "dataset": self.data.name, "train": asdict(self.config),
+                  "cursor": self._cursor, "skipped": self.skipped}
+        if self.contrastive is not None:
+            config["contrastive"] = self.contrastive.config()
+        return config
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint with everything ``resume`` needs (optimizers, random streams, data order)."""
@@ -273,7 +299,7 @@ class Trainer:
         save a checkpoint and raise ``TrainingStopped``; so do non-finite losses or parameters (then
         without saving: the last good checkpoint stays). ``progress(step, total, record)`` is called on the
         main process at every logging step with the latest record: ``loss_d`` and ``loss_g`` (the GAN
-        losses alone), ``mi`` (each code's MI lower bound, Q's std as configured) and ``mi_fitted`` (the
+        losses alone), ``loss_cr`` (the contrastive classifier's cross-entropy, where configured), ``mi`` (each code's MI lower bound, Q's std as configured) and ``mi_fitted`` (the
         bound with Q's variance fitted to its error).
         """
         out = Path(out)
@@ -283,7 +309,8 @@ class Trainer:
             out.mkdir(parents=True, exist_ok=True)
         records = _read_records(metrics_path, self.step_index) if self.step_index else []
         n_codes = len(info.codes)
-        sums = torch.zeros(2 + 2 * n_codes, device=self.device)
+        n_losses = 2 if self.contrastive is None else 3
+        sums = torch.zeros(n_losses + 2 * n_codes, device=self.device)
         first_bad = torch.zeros((), dtype=torch.long, device=self.device)
         count, start = 0, time.perf_counter()
         last, last_step, first_step = start, self.step_index, self.step_index
@@ -318,9 +345,11 @@ class Trainer:
                         now = time.perf_counter()
                         mean = (sums / count).tolist()  # the one host sync per log interval
                         record = {"step": step, "loss_d": mean[0], "loss_g": mean[1],
-                                  "mi": dict(zip(info.keys, mean[2:2 + n_codes])),
-                                  "mi_fitted": dict(zip(info.keys, mean[2 + n_codes:])),
+                                  "mi": dict(zip(info.keys, mean[n_losses:n_losses + n_codes])),
+                                  "mi_fitted": dict(zip(info.keys, mean[n_losses + n_codes:])),
                                   "images_per_s": (step - last_step) * config.batch_size * self.world / (now - last)}
+                        if self.contrastive is not None:
+                            record["loss_cr"] = mean[2]
                         records.append(record)
                         if main:
                             metrics_file.write(json.dumps(record) + "\n")

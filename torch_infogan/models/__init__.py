@@ -6,9 +6,10 @@ from torch import nn
 
 from torch_infogan.errors import InfoGANError
 from torch_infogan.models.dcgan import DCGAN_TAP, Discriminator, Generator, build_dcgan
+from torch_infogan.models.shapes import SHAPES_TAP, ShapesDiscriminator, ShapesGenerator, build_shapes
 
-BUILDERS = {"dcgan": build_dcgan}
-TAP_LAYERS = {"dcgan": DCGAN_TAP}
+BUILDERS = {"dcgan": build_dcgan, "shapes": build_shapes}
+TAP_LAYERS = {"dcgan": DCGAN_TAP, "shapes": SHAPES_TAP}
 
 
 def build_models(config: dict) -> tuple[nn.Module, nn.Module]:
@@ -23,4 +24,5 @@ def build_models(config: dict) -> tuple[nn.Module, nn.Module]:
         raise InfoGANError(f"bad arguments for model builder {name!r}: {exc}") from exc
 
 
-__all__ = ["BUILDERS", "TAP_LAYERS", "DCGAN_TAP", "Discriminator", "Generator", "build_dcgan", "build_models"]
+__all__ = ["BUILDERS", "TAP_LAYERS", "DCGAN_TAP", "SHAPES_TAP", "Discriminator", "Generator", "ShapesDiscriminator",
+           "ShapesGenerator", "build_dcgan", "build_models", "build_shapes"]
