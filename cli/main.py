@@ -24,10 +24,10 @@ def main(debug: Debug = False) -> None:
 @app.command(no_args_is_help=False)
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/infogan"),
-    preset: Annotated[str, typer.Option(help="mnist (default, tuned), paper-mnist (the paper's exact recipe), svhn, celeba, chairs.")] = "mnist",
+    preset: Annotated[str, typer.Option(help="mnist (default, tuned), paper-mnist (the paper's exact recipe), shapes (InfoGAN-CR's modified InfoGAN on the procedural dSprites grid), shapes-cr (the same with the contrastive regularizer), svhn, celeba, chairs.")] = "mnist",
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder from its checkpoint (its settings are kept; --iterations may extend it).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an --out folder that already holds a run.")] = False,
-    data: Annotated[Optional[str], typer.Option("--data", help="mnist-10k (embedded), idx:PATH, folder:PATH, mnist, fashion-mnist, svhn or celeba.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="mnist-10k (embedded), shapes (procedural dSprites grid), shapes:N (N images of it), dsprites:PATH (the original .npz), idx:PATH, folder:PATH, mnist, fashion-mnist, svhn or celeba.")] = None,
     data_root: DataRoot = None,
     download: Annotated[bool, typer.Option(help="Let torchvision download a missing dataset (needs network).")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
@@ -42,6 +42,10 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on GPUs and on CPUs with AMX, else fp32), fp32, or bf16 autocast (MI terms stay fp32).")] = None,
     translate: Annotated[Optional[int], typer.Option(help="Shift the images D sees by up to N pixels (0: off; mnist preset: 2).")] = None,
+    info_weight: Annotated[Optional[float], typer.Option(help="Weight of the MI term in both players' losses (shapes presets: 0.05).")] = None,
+    contrastive: Annotated[Optional[float], typer.Option(help="Weight of InfoGAN-CR's contrastive term for G (0: off; shapes-cr: 2).")] = None,
+    contrastive_start: Annotated[Optional[int], typer.Option(help="Iteration from which G is trained on the contrastive term (its classifier learns from the start).")] = None,
+    contrastive_gap: Annotated[Optional[float], typer.Option(help="Least difference between a pair's non-shared continuous codes (0: drawn independently).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step.")] = None,
     log_every: Annotated[Optional[int], typer.Option(help="Log metrics every N iterations.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Write the checkpoint every N iterations.")] = None,
@@ -53,7 +57,8 @@ def train(
     overrides = dict(data=data, data_root=str(data_root) if data_root else None, download=download or None,
                      limit=limit, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
                      iterations=iterations, epochs=epochs, seed=seed, device=device, precision=precision,
-                     translate=translate, compile=compile, log_every=log_every, checkpoint_every=checkpoint_every,
+                     translate=translate, info_weight=info_weight, contrastive=contrastive,
+                     contrastive_start=contrastive_start, contrastive_gap=contrastive_gap, compile=compile, log_every=log_every, checkpoint_every=checkpoint_every,
                      on_nonfinite=on_nonfinite, sync_bn=sync_bn)
     with user_errors():
         from torch_infogan.config import ConfigError, preset_config, resume_config
@@ -81,7 +86,8 @@ def train(
                 bar = progress_bar(total, quiet, "train")
             bar.update(step - bar.n)
             # The GAN losses, then each code's MI lower bound (Q's variance fitted, in nats; H(c) is its ceiling).
-            bar.set_postfix_str(f"GAN D {record['loss_d']:.2f} G {record['loss_g']:.2f} | MI "
+            cr = f" CR {record['loss_cr']:.2f}" if "loss_cr" in record else ""
+            bar.set_postfix_str(f"GAN D {record['loss_d']:.2f} G {record['loss_g']:.2f}{cr} | MI "
                                 + " ".join(f"{k} {v:.2f}" for k, v in record["mi_fitted"].items()))
 
         try:
@@ -109,22 +115,38 @@ def train(
         for key, scores in result.evaluation["codes"].items():
             typer.echo(f"{key}: accuracy {scores['accuracy']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}")
     typer.echo(f"wrote {result.out}/: {', '.join(p.name for p in result.files)}")
-    typer.echo(f"next: infogan evaluate {result.checkpoint} --data {config.data}")
+    metrics = " --metrics all" if any(p.name == "disentanglement.json" for p in result.files) else ""
+    typer.echo(f"next: infogan evaluate {result.checkpoint} --data {config.data}{metrics}")
 
 
 @app.command()
 def evaluate(
-    checkpoint: Checkpoint,
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint.safetensors written by `infogan train`, or (with --metrics) an HDF5 features file with factor labels written by `infogan-export hdf5`.")],
     data: Data = "mnist-10k",
     data_root: DataRoot = None,
     split: Split = "train",
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Disentanglement metrics on data with known factors (--data shapes): any of mig,dci,sap,factorvae, comma-separated, or 'all'.")] = None,
+    points: Annotated[int, typer.Option(help="With --metrics: images drawn from the data (their codes are the metrics' points).")] = 20000,
+    num_train: Annotated[int, typer.Option(help="With --metrics: points for MIG and for fitting DCI's and SAP's classifiers.")] = 10000,
+    num_test: Annotated[int, typer.Option(help="With --metrics: held-out points for DCI and SAP.")] = 5000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for confusion-matrix pictures.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for pictures (confusion matrices; with --metrics the DCI importance heat map).")] = None,
     device: Device = "cpu",
     seed: Seed = 0,
 ) -> None:
-    """Accuracy (Hungarian-matched), NMI and ARI of each categorical code against the labels; MI bounds."""
+    """Accuracy (Hungarian-matched), NMI and ARI of each categorical code against the labels; MI bounds.
+    With --metrics: MIG, DCI, SAP and the FactorVAE score against the data's factors."""
     with user_errors():
+        if metrics is not None:
+            result = _disentanglement(checkpoint, data, data_root, split, metrics, points, num_train, num_test,
+                                      out, device, seed)
+            if as_json:
+                typer.echo(json.dumps(result))
+            else:
+                from torch_infogan.disentanglement import format_scores
+
+                typer.echo(format_scores(result))
+            return
         from torch_infogan.checkpoint import load_checkpoint
         from torch_infogan.data import load_data
         from torch_infogan.evaluation import check_image_shape, evaluate as run_evaluation, format_table
@@ -143,6 +165,35 @@ def evaluate(
         typer.echo(json.dumps(result))
     else:
         typer.echo(format_table(result))
+
+
+def _disentanglement(path: Path, data: str, data_root, split: str, metrics: str, points: int, num_train: int,
+                     num_test: int, out: Optional[Path], device: str, seed: int) -> dict:
+    from torch_infogan.disentanglement import METRICS
+    from torch_infogan.pictures import plot_importance
+
+    names = list(METRICS) if metrics.strip() == "all" else [m.strip() for m in metrics.split(",") if m.strip()]
+    if path.suffix in (".h5", ".hdf5"):
+        from torch_infogan.disentanglement import disentanglement_scores
+        from torch_infogan.exporters.hdf5 import read_codes_and_factors
+
+        codes, code_names, factors, factor_names = read_codes_and_factors(path)
+        result = {"dataset": str(path), "n": int(len(codes)), "codes": code_names, "factors": factor_names,
+                  **disentanglement_scores(codes, factors, names, num_train=num_train, num_test=num_test, seed=seed)}
+    else:
+        from torch_infogan.checkpoint import load_checkpoint
+        from torch_infogan.evaluation import disentanglement, factor_data
+        from torch_infogan.runtime import resolve_device
+
+        ckpt = load_checkpoint(path, resolve_device(device))
+        dataset = factor_data(data, points, seed, data_root, split)
+        result = disentanglement(ckpt.info, dataset, names, points=points, num_train=num_train, num_test=num_test,
+                                 seed=seed, normalization=ckpt.config.get("normalization", "unit"),
+                                 image_shape=ckpt.config["image_shape"])
+    if out is not None and "dci" in result:
+        out.mkdir(parents=True, exist_ok=True)
+        plot_importance(result["dci"]["importance"], result["codes"], result["factors"], out / "dci_importance.png")
+    return result
 
 
 @app.command()

@@ -84,6 +84,8 @@ def export_features(checkpoint: str | Path | Checkpoint, data: ImageData, out: s
                 datasets["index"][begin:begin + len(index)] = index
                 if data.labels is not None:
                     datasets["labels"][begin:begin + len(index)] = data.labels.numpy()[index]
+                if data.factors is not None:
+                    datasets["factors"][begin:begin + len(index)] = data.factors.numpy()[index]
                 if progress is not None:
                     progress(len(index))
     finally:
@@ -135,6 +137,12 @@ def _create(h5, names, outputs, rows, dtype, data: ImageData, ckpt: Checkpoint) 
     if data.labels is not None:
         datasets["labels"] = h5.create_dataset("labels", shape=(rows,), dtype=np.int64,
                                                chunks=(_chunk_rows(1, 8, rows),), compression="gzip", shuffle=True)
+    if data.factors is not None:
+        width = data.factors.shape[1]
+        datasets["factors"] = h5.create_dataset("factors", shape=(rows, width), dtype=np.int64,
+                                                chunks=(_chunk_rows(width, 8, rows), width), compression="gzip",
+                                                shuffle=True)
+        datasets["factors"].attrs["names"] = list(data.factor_names or [f"factor{i}" for i in range(width)])
     attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "codes": ckpt.info.spec,
              "checkpoint_sha256": sha256(ckpt.path) if ckpt.path else "", "dataset": data.name,
              "split": data.split, "library_version": torch_infogan.__version__,
@@ -175,6 +183,9 @@ def validate_features_file(path: str | Path) -> None:
                 if name in h5 and (not isinstance(h5[name], h5py.Dataset) or h5[name].ndim != 1
                                    or h5[name].shape[0] != n):
                     raise InfoGANError(f"{path}: '{name}' is not a 1-D dataset of {n} rows like features")
+            if "factors" in h5 and (not isinstance(h5["factors"], h5py.Dataset) or h5["factors"].ndim != 2
+                                    or h5["factors"].shape[0] != n):
+                raise InfoGANError(f"{path}: 'factors' is not a 2-D dataset of {n} rows like features")
     except OSError as exc:
         raise InfoGANError(f"{path} is not a readable HDF5 file: {exc}") from exc
 
@@ -228,3 +239,31 @@ class FeatureDataset(torch.utils.data.Dataset):
         """The whole dataset and labels as numpy arrays (for small files)."""
         h5 = self._h5()
         return np.asarray(h5[self.key][:], dtype=np.float32), (np.asarray(h5["labels"][:]) if self.has_labels else None)
+
+
+def read_codes_and_factors(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
+    """A features file's code representation and factor labels, for disentanglement metrics: ``codes``
+    [N, D] (each code's first posterior part side by side: a continuous code's means, a categorical code's
+    probabilities), their column names, ``factors`` [N, F] and the factor names. The file must have been
+    written from a dataset with factor labels (``--data shapes``, ``dsprites:PATH``)."""
+    import h5py
+
+    from torch_infogan.codes import parse_codes
+
+    validate_features_file(path)
+    with h5py.File(path, "r") as h5:
+        if "factors" not in h5:
+            raise InfoGANError(f"{path} holds no factor labels; export it from a dataset that has them "
+                               "(--data shapes or dsprites:PATH)")
+        codes = parse_codes(str(h5.attrs["codes"]))
+        keys = [f"{code.name}{i}" for i, code in enumerate(codes)]
+        columns, names = [], []
+        for key in keys:
+            if f"codes/{key}" not in h5:
+                raise InfoGANError(f"{path} has no dataset codes/{key}")
+            value = np.asarray(h5[f"codes/{key}"][:], dtype=np.float64)
+            columns.append(value)
+            names += [key] if value.shape[1] == 1 else [f"{key}_{j}" for j in range(value.shape[1])]
+        factors = np.asarray(h5["factors"][:], dtype=np.int64)
+        factor_names = [str(n) for n in h5["factors"].attrs.get("names", [f"factor{i}" for i in range(factors.shape[1])])]
+    return np.concatenate(columns, axis=1), names, factors, factor_names

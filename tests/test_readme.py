@@ -20,7 +20,7 @@ def test_readme_python_examples_run():
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
 
 
-@pytest.mark.parametrize("doc", ["api.md", "training.md"])
+@pytest.mark.parametrize("doc", ["api.md", "training.md", "disentanglement.md"])
 def test_docs_python_examples_run(doc, tmp_path, monkeypatch):
     from torch_infogan.codes import _REGISTRY
 

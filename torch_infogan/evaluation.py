@@ -1,7 +1,9 @@
-"""Evaluate a trained model: how well each clustering code recovers the labels, and the MI bounds."""
+"""Evaluate a trained model: how well each clustering code recovers the labels, the MI bounds, and the
+disentanglement metrics on data with known factors."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -121,3 +123,51 @@ def check_image_shape(data: ImageData, image_shape) -> None:
     if tuple(data.image_shape) != tuple(image_shape):
         raise InfoGANError(f"dataset {data.name!r} has images of shape {tuple(data.image_shape)}, "
                            f"the model expects {tuple(image_shape)}")
+
+
+def representation(info: InfoRegularizer, params: torch.Tensor) -> tuple[np.ndarray, list[str]]:
+    """Q's point estimate of every code from its raw outputs, side by side: ``[N, D]`` float64 and the column
+    names (a continuous code's means, ``unif0``; a categorical code's probabilities, ``cat0_3``)."""
+    columns, names = [], []
+    for key, code, part in zip(info.keys, info.codes, split_params(info.codes, params)):
+        posterior = code.posterior(part)
+        value = posterior["mean"] if "mean" in posterior else posterior[code.posterior_parts[0]]
+        value = value.reshape(len(value), -1).double().numpy()
+        columns.append(value)
+        names += [key] if value.shape[1] == 1 else [f"{key}_{j}" for j in range(value.shape[1])]
+    return np.concatenate(columns, axis=1), names
+
+
+def factor_data(spec: str, points: int = 20000, seed: int = 0, root=None, split: str = "train") -> ImageData:
+    """A dataset with factor labels for ``disentanglement``: for the procedural grid (``shapes``) only
+    ``points`` random images of it are rendered; other specs load as ``load_data`` loads them."""
+    from torch_infogan.data import load_data
+    from torch_infogan.data.shapes import load_shapes
+
+    if spec == "shapes":
+        return load_shapes(points, seed)
+    return load_data(spec, root, split)
+
+
+def disentanglement(info: InfoRegularizer, data: ImageData, metrics=None, points: int = 20000,
+                    num_train: int = 10000, num_test: int = 5000, seed: int = 0, normalization: str = "unit",
+                    batch_size: int = 1000, image_shape=None) -> dict:
+    """The disentanglement metrics (``torch_infogan.disentanglement``) of Q's point estimates on ``points``
+    images drawn at random (``seed``) from ``data``, which must carry factor labels. Returns the scores,
+    plus ``codes`` and ``factors`` (the names of the matrices' rows and columns) and ``n``. ``image_shape``:
+    refuse data whose images have another shape (the model's)."""
+    from torch_infogan.disentanglement import METRICS, disentanglement_scores
+
+    if data.factors is None:
+        raise InfoGANError(f"dataset {data.name!r} has no factor labels; disentanglement metrics need data with "
+                           "known factors (shapes, shapes:N, dsprites:PATH)")
+    if image_shape is not None:
+        check_image_shape(data, image_shape)
+    n = min(points, len(data))
+    rows = np.random.default_rng(seed).choice(len(data), size=n, replace=False)
+    params = encode(info, data.images[torch.from_numpy(rows)], batch_size, normalization)
+    codes, names = representation(info, params)
+    scores = disentanglement_scores(codes, data.factors.numpy()[rows], metrics or METRICS, num_train=num_train,
+                                    num_test=num_test, seed=seed)
+    factor_names = list(data.factor_names or [f"factor{i}" for i in range(data.factors.shape[1])])
+    return {"dataset": data.name, "n": int(n), "codes": names, "factors": factor_names, **scores}

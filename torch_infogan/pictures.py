@@ -166,3 +166,65 @@ def plot_confusion(table, path: str | Path, title: str = "category vs label", ma
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_importance(importance, code_names, factor_names, path: str | Path,
+                    title: str = "DCI importance: which code predicts which factor") -> Path:
+    """Heat map of a DCI importance matrix, codes (rows) x factors (columns): a disentangled representation
+    has one strong cell per row and per column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    table = np.asarray(importance, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * table.shape[1], 1.0 + 0.5 * table.shape[0]), dpi=100)
+    image = ax.imshow(table, cmap="Greens", vmin=0, vmax=max(float(table.max()), 1e-9))
+    for (i, j), v in np.ndenumerate(table):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if v > table.max() / 2 else "black")
+    ax.set_xticks(range(table.shape[1]))
+    ax.set_xticklabels(list(factor_names), rotation=30, ha="right")
+    ax.set_yticks(range(table.shape[0]))
+    ax.set_yticklabels(list(code_names))
+    ax.set_xlabel("factor")
+    ax.set_ylabel("code")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def code_rows_grid(generator: nn.Module, info: InfoRegularizer, path: str | Path, steps: int = 10, seed: int = 0,
+                   samples: int = 3, output_range: str = "sigmoid") -> Path | None:
+    """One row per continuous code dimension, sweeping it across its prior's range (``low`` to ``high``, or
+    -2 to 2) while every other code keeps its held value, for ``samples`` noise draws stacked as blocks: a
+    user sees at a glance which factor each code took. None (nothing written) when no code is continuous."""
+    rows = [(key, d, code) for key, code in zip(info.keys, info.codes) if not _categorical(code)
+            for d in range(code.sweep_dims)]
+    if not rows:
+        return None
+    device = next(generator.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    noise = info.draw(samples, generator=gen, device=device)[0][:, :info.noise_dim]
+    held = {k: c.held_value(generator=gen, device=device) for k, c in zip(info.keys, info.codes)}
+    latents = []
+    for s in range(samples):
+        for key, d, code in rows:
+            if hasattr(code, "low") and hasattr(code, "high"):
+                values = torch.linspace(code.low, code.high, steps, device=device)
+            else:
+                values = code.traversal(steps).to(device)
+            codes = {k: v.expand(steps, *v.shape[1:]).clone() for k, v in held.items()}
+            codes[key][:, d] = values.to(codes[key].dtype)
+            latents.append(info.latent_from(codes, noise=noise[s:s + 1].expand(steps, -1)))
+    was_training = generator.training
+    generator.eval()
+    with torch.no_grad():
+        images = generator(torch.cat(latents)).float()
+    generator.train(was_training)
+    save_image(_to_unit(images, output_range), path, nrow=steps, padding=1, pad_value=0.5)
+    return Path(path)

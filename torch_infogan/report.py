@@ -5,34 +5,51 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from torch_infogan.evaluation import evaluate, format_table
-from torch_infogan.pictures import plot_bounds, plot_confusion, sample_grid, traversal_grid, traversal_names
+from torch_infogan.evaluation import disentanglement, evaluate, format_table
+from torch_infogan.pictures import (code_rows_grid, plot_bounds, plot_confusion, plot_importance, sample_grid,
+                                    traversal_grid, traversal_names)
 from torch_infogan.trainer import FitResult, Trainer
 
 
 def write_report(trainer: Trainer, fit: FitResult, out: str | Path) -> tuple[list[Path], dict | None]:
-    """Write samples, traversals, the MI-bound curves, evaluation (when the data has labels) and
-    ``report.md`` into ``out``; returns the files written and the evaluation."""
+    """Write samples, traversals, the MI-bound curves, evaluation (when the data has labels), the
+    disentanglement metrics and DCI heat map (when it has factor labels) and ``report.md`` into ``out``;
+    returns the files written and the evaluation."""
     out = Path(out)
     info, generator = trainer.info, trainer.generator
     files = [sample_grid(generator, info, out / "samples.png")]
     for key, dim, stem in traversal_names(info):
         files.append(traversal_grid(generator, info, key, out / f"{stem}.png", dim=dim))
+    if trainer.full_data.factors is not None:
+        codes_png = code_rows_grid(generator, info, out / "codes.png")
+        if codes_png is not None:
+            files.append(codes_png)
     files.append(plot_bounds(fit.records, info.entropies(), out / "mi_bounds.png"))
     evaluation = None
-    if trainer.full_data.labels is not None:
+    if trainer.full_data.labels is not None and any(code.num_clusters for code in info.codes):
         evaluation = evaluate(generator, info, trainer.full_data)
         (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
         files.append(out / "evaluation.json")
         for key, scores in evaluation["codes"].items():
             files.append(plot_confusion(scores["confusion"], out / f"confusion_{key}.png",
                                         f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"]))
-    (out / "report.md").write_text(_markdown(trainer, fit, evaluation, files))
+    scores = None
+    if trainer.full_data.factors is not None:
+        points = min(20000, len(trainer.full_data))
+        num_test = min(5000, points // 3)
+        scores = disentanglement(info, trainer.full_data, points=points, num_train=min(10000, points - num_test),
+                                 num_test=num_test, seed=trainer.config.seed)
+        (out / "disentanglement.json").write_text(json.dumps(scores, indent=2))
+        files.append(out / "disentanglement.json")
+        files.append(plot_importance(scores["dci"]["importance"], scores["codes"], scores["factors"],
+                                     out / "dci_importance.png"))
+    (out / "report.md").write_text(_markdown(trainer, fit, evaluation, files, scores))
     files.append(out / "report.md")
     return files, evaluation
 
 
-def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: list[Path]) -> str:
+def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: list[Path],
+              scores: dict | None = None) -> str:
     config = trainer.config
     lines = ["# InfoGAN training report", "",
              f"- preset `{config.preset}`, data `{trainer.data.name}` ({len(trainer.data)} images, "
@@ -54,6 +71,10 @@ def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: 
         lines.append("")
     if evaluation:
         lines += ["## Categorical codes against the labels", "", "```", format_table(evaluation), "```", ""]
+    if scores:
+        from torch_infogan.disentanglement import format_scores
+
+        lines += ["## Disentanglement against the data's factors", "", "```", format_scores(scores), "```", ""]
     lines += ["## Pictures", ""]
     for path in files:
         if path.suffix == ".png":

@@ -1,4 +1,4 @@
-"""Datasets as whole tensors: the embedded mnist-10k, IDX folders and torchvision datasets."""
+"""Datasets as whole tensors: the embedded mnist-10k, IDX folders, torchvision datasets and procedural dSprites."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ import numpy as np
 import torch
 
 from torch_infogan.data.idx import parse_idx, read_idx
+from torch_infogan.data.shapes import (
+    FACTOR_NAMES,
+    FACTOR_SIZES,
+    factors_to_index,
+    index_to_factors,
+    load_dsprites,
+    load_shapes,
+    render,
+)
 from torch_infogan.errors import InfoGANError
 
 EMBEDDED = "mnist-10k"
@@ -18,12 +27,15 @@ TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "svhn": "SVHN"
 
 @dataclass
 class ImageData:
-    """A dataset held in memory: uint8 images ``[N, C, H, W]``, optional long labels ``[N]``."""
+    """A dataset held in memory: uint8 images ``[N, C, H, W]``, optional long labels ``[N]``, and for
+    datasets of known generative factors (shapes, dsprites) their classes, long ``[N, F]``, and names."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str
     split: str = "train"
+    factors: torch.Tensor | None = None
+    factor_names: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -35,7 +47,8 @@ class ImageData:
     def subset(self, n: int) -> "ImageData":
         """The first ``n`` images (the embedded data is shuffled, so a prefix is balanced)."""
         labels = None if self.labels is None else self.labels[:n]
-        return ImageData(self.images[:n], labels, self.name, self.split)
+        factors = None if self.factors is None else self.factors[:n]
+        return ImageData(self.images[:n], labels, self.name, self.split, factors, self.factor_names)
 
 
 def load_data(spec: str = EMBEDDED, root: str | Path | None = None, split: str = "train",
@@ -46,7 +59,11 @@ def load_data(spec: str = EMBEDDED, root: str | Path | None = None, split: str =
     - ``idx:PATH``: a folder of MNIST-format IDX files (gzip or plain), the standard
       ``train-*``/``t10k-*`` files or one images/labels pair;
     - ``mnist``, ``fashion-mnist``, ``svhn``, ``celeba``: torchvision's datasets under ``root``;
-    - ``folder:PATH``: torchvision's ImageFolder (one sub-folder per class).
+    - ``folder:PATH``: torchvision's ImageFolder (one sub-folder per class);
+    - ``shapes``: the procedural dSprites grid, 737,280 binary 64x64 images (about 3 GB);
+      ``shapes:N``: a fixed random subset of N of them (seed 0); labels are the shape class,
+      ``factors`` the classes of shape, scale, orientation, pos_x, pos_y;
+    - ``dsprites:PATH``: the original dSprites ``.npz`` file, with the same labels and factors.
     """
     if spec == EMBEDDED:
         folder = resources.files("torch_infogan.data") / EMBEDDED
@@ -59,8 +76,17 @@ def load_data(spec: str = EMBEDDED, root: str | Path | None = None, split: str =
         return _load_image_folder(Path(spec[7:]), image_size)
     if spec in TORCHVISION:
         return _load_torchvision(spec, root, split, download, image_size)
-    raise InfoGANError(f"unknown dataset {spec!r}; use {EMBEDDED}, idx:PATH, folder:PATH or one of "
-                       f"{', '.join(TORCHVISION)}")
+    if spec == "shapes":
+        return load_shapes()
+    if spec.startswith("shapes:"):
+        count = spec[7:]
+        if not count.isdigit():
+            raise InfoGANError(f"shapes:N needs a whole number of images, got {spec!r}")
+        return load_shapes(int(count))
+    if spec.startswith("dsprites:"):
+        return load_dsprites(spec[9:])
+    raise InfoGANError(f"unknown dataset {spec!r}; use {EMBEDDED}, idx:PATH, folder:PATH, shapes, shapes:N, "
+                       f"dsprites:PATH or one of {', '.join(TORCHVISION)}")
 
 
 def _from_arrays(images: np.ndarray, labels: np.ndarray | None, name: str, split: str) -> ImageData:
@@ -138,4 +164,17 @@ def _stack(dataset, name: str, split: str, labels: bool = True) -> ImageData:
     return ImageData(torch.stack(images), torch.tensor(targets) if labels else None, name, split)
 
 
-__all__ = ["EMBEDDED", "ImageData", "load_data", "parse_idx", "read_idx"]
+__all__ = [
+    "EMBEDDED",
+    "FACTOR_NAMES",
+    "FACTOR_SIZES",
+    "ImageData",
+    "factors_to_index",
+    "index_to_factors",
+    "load_data",
+    "load_dsprites",
+    "load_shapes",
+    "parse_idx",
+    "read_idx",
+    "render",
+]
