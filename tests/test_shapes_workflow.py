@@ -101,3 +101,18 @@ def test_hdf5_without_factors_is_refused(tiny_checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["evaluate", str(features), "--metrics", "mig"])
     assert result.exit_code == 2 and "holds no factor labels" in result.output
+
+
+def test_the_grid_picture_example_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "grid.png"
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "shapes_grid.py"), "-o", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    from PIL import Image
+
+    assert Image.open(out).size == (8 * 66 + 2, 12 * 66 + 2)  # 8 columns; 3 shapes x 4 factors
