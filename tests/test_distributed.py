@@ -16,10 +16,10 @@ import torch.distributed as dist
 from torch_infogan import trainer as trainer_module, training
 from torch_infogan.config import preset_config
 
-out, report = sys.argv[1], sys.argv[2]
+out, report, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 dist.init_process_group("gloo")  # ours, so train() leaves it alive for the all_gather below
 config = preset_config("mnist", limit=512, batch_size=16, iterations=6, log_every=3, checkpoint_every=3,
-                                device="cpu")
+                                device="cpu", **overrides)
 trainers = []
 original = trainer_module.Trainer.__init__
 
@@ -41,14 +41,18 @@ dist.destroy_process_group()
 '''
 
 
-def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path):
+@pytest.mark.parametrize("overrides", [{}, {"contrastive": 1.0, "contrastive_start": 3}],
+                         ids=["infogan", "contrastive"])
+def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path, overrides):
+    """With the contrastive term too: its classifier (inside D) gets a gradient in every backward, before
+    and after G's term starts, as DistributedDataParallel requires."""
     script = tmp_path / "check.py"
     script.write_text(CHECK)
     out, report = tmp_path / "run", tmp_path / "report.json"
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(script), str(out),
-                           str(report)], capture_output=True, text=True, env=env, timeout=300)
+                           str(report), json.dumps(overrides)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(report.read_text())
     assert result["world"] == 2 and result["step"] == 6
@@ -61,6 +65,9 @@ def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [3, 6]  # one writer: no duplicated lines
     assert ckpt.config["train"]["batch_size"] == 16
+    if overrides:
+        assert ckpt.contrastive is not None
+        assert all("loss_cr" in json.loads(line) for line in lines)
 
 
 def test_torchrun_runs_the_cli_module(tmp_path):
