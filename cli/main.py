@@ -115,7 +115,11 @@ def train(
         for key, scores in result.evaluation["codes"].items():
             typer.echo(f"{key}: accuracy {scores['accuracy']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}")
     typer.echo(f"wrote {result.out}/: {', '.join(p.name for p in result.files)}")
-    metrics = " --metrics all" if any(p.name == "disentanglement.json" for p in result.files) else ""
+    if result.disentanglement:
+        s = result.disentanglement
+        typer.echo(f"MIG {s['mig']['mig']:.3f}  DCI {s['dci']['disentanglement']:.3f}  SAP {s['sap']['sap']:.3f}  "
+                   f"FactorVAE {s['factorvae']['eval_accuracy']:.3f}")
+    metrics = " --metrics all" if result.disentanglement else ""
     typer.echo(f"next: infogan evaluate {result.checkpoint} --data {config.data}{metrics}")
 
 

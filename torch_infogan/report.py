@@ -11,10 +11,11 @@ from torch_infogan.pictures import (code_rows_grid, plot_bounds, plot_confusion,
 from torch_infogan.trainer import FitResult, Trainer
 
 
-def write_report(trainer: Trainer, fit: FitResult, out: str | Path) -> tuple[list[Path], dict | None]:
+def write_report(trainer: Trainer, fit: FitResult, out: str | Path
+                 ) -> tuple[list[Path], dict | None, dict | None]:
     """Write samples, traversals, the MI-bound curves, evaluation (when the data has labels), the
     disentanglement metrics and DCI heat map (when it has factor labels) and ``report.md`` into ``out``;
-    returns the files written and the evaluation."""
+    returns the files written, the evaluation and the disentanglement scores (None where not computed)."""
     out = Path(out)
     info, generator = trainer.info, trainer.generator
     files = [sample_grid(generator, info, out / "samples.png")]
@@ -45,7 +46,7 @@ def write_report(trainer: Trainer, fit: FitResult, out: str | Path) -> tuple[lis
                                      out / "dci_importance.png"))
     (out / "report.md").write_text(_markdown(trainer, fit, evaluation, files, scores))
     files.append(out / "report.md")
-    return files, evaluation
+    return files, evaluation, scores
 
 
 def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: list[Path],

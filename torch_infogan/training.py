@@ -33,6 +33,7 @@ class TrainResult:
     images_per_second: float
     evaluation: dict | None
     files: list[Path] = field(default_factory=list)
+    disentanglement: dict | None = None
 
 
 def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, dict], None] | None = None,
@@ -67,6 +68,6 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
     result = TrainResult(out, checkpoint_path, trainer.step_index, fit.seconds, fit.images_per_second, None)
     if not runtime.main:
         return result
-    files, result.evaluation = write_report(trainer, fit, out)
+    files, result.evaluation, result.disentanglement = write_report(trainer, fit, out)
     result.files = [checkpoint_path, fit.metrics, *files]
     return result
