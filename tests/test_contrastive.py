@@ -121,3 +121,44 @@ def test_trainer_runs_the_term_saves_it_and_resumes(tmp_path):
     resumed.resume(tmp_path / "checkpoint.safetensors")
     assert resumed.step_index == 4
     assert torch.isfinite(resumed.step()).all()
+
+
+@pytest.mark.parametrize("updates", ["alternating", "simultaneous"])
+def test_trainer_routes_the_term_to_the_classifier_always_and_to_g_from_start(updates):
+    images = (torch.rand(128, 1, 64, 64) > 0.9).to(torch.uint8) * 255
+    config = preset_config("shapes-cr", data="random", batch_size=16, contrastive_start=1, updates=updates,
+                           precision="fp32")
+    trainer = Trainer(config, ImageData(images, None, "random"))
+    cr = trainer.contrastive
+    calls = []
+    original = cr.loss
+
+    def recording(a, b, shared):
+        calls.append(a.requires_grad)
+        return original(a, b, shared)
+
+    cr.loss = recording
+    trainer.step()  # step 0 < start: the classifier learns on detached pairs, G does not see the term
+    assert calls == [False]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cr.classifier.parameters())
+    calls.clear()
+    trainer.step()  # from start on: G's loss gets the term on pairs it can be differentiated through
+    assert calls == [False, True]
+    # The term never reaches D's trunk or Q: their gradients come from the GAN and MI terms alone.
+    trainer.opt_d.zero_grad()
+    trainer.opt_g.zero_grad()
+    a, b, shared = cr.pairs(16)
+    pair_a, pair_b = trainer.generator(a), trainer.generator(b)
+    original(pair_a.detach(), pair_b.detach(), shared).backward()
+    assert all(p.grad is None for name, p in trainer.discriminator.named_parameters() if not name.startswith("info_cr."))
+    assert all(p.grad is None for p in trainer.generator.parameters())
+
+
+def test_resuming_with_another_contrastive_setting_is_a_one_line_error(tmp_path):
+    images = (torch.rand(128, 1, 64, 64) > 0.9).to(torch.uint8) * 255
+    data = ImageData(images, None, "random")
+    trainer = Trainer(preset_config("shapes", data="random", iterations=1, precision="fp32"), data)
+    trainer.fit(tmp_path)
+    other = Trainer(preset_config("shapes-cr", data="random", iterations=2, precision="fp32"), data)
+    with pytest.raises(InfoGANError, match="contrastive differs .* trained without the contrastive"):
+        other.resume(tmp_path / "checkpoint.safetensors")

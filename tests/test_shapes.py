@@ -134,9 +134,12 @@ def test_load_data_shapes_subset_has_factors():
     assert bool((np.diff(index) > 0).all())  # distinct, in index order
     assert torch.equal(data.images, render(data.factors.numpy()))
     assert torch.equal(load_data("shapes:500").factors, data.factors)
-    part = data.subset(20)
-    assert torch.equal(part.factors, data.factors[:20]) and part.factor_names == FACTOR_NAMES
-    assert torch.equal(part.labels, data.labels[:20])
+    part = data.subset(20)  # data in factor order: a random subset, not the first 20 (all squares)
+    assert part.factor_names == FACTOR_NAMES and len(part) == 20
+    rows = [int(np.flatnonzero(index == i)[0]) for i in factors_to_index(part.factors.numpy())]
+    assert torch.equal(part.images, data.images[rows]) and torch.equal(part.labels, data.labels[rows])
+    assert rows != list(range(20)) and len(set(part.labels.tolist())) > 1
+    assert torch.equal(data.subset(20).factors, part.factors)  # seeded
 
 
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])

@@ -56,12 +56,13 @@ class ContrastiveRegularizer:
         if cr.active(step):
             loss_g = loss_g + cr.loss(images_a, images_b, shared)                 # G learns
 
-    As in InfoGAN-CR's code, the classifier learns from the first step (so it is ready when G's term starts,
-    and under DistributedDataParallel its parameters get a gradient in every backward); ``weight`` scales
-    the cross-entropy for both players (with Adam, only G feels it). ``gap``: the continuous codes that are
-    *not* shared are drawn at least ``gap`` apart (in the code's units), so the pair differs clearly in
-    everything but the shared code (InfoGAN-CR's contrastive gap; 0, their dSprites setting, draws them
-    independently).
+    The classifier learns from the first step, so it is ready when G's term starts and, under
+    DistributedDataParallel, its parameters get a gradient in every backward (InfoGAN-CR's code also trains
+    it from the first step, but re-initializes it when G's term starts; here it keeps what it learnt).
+    ``weight`` scales the cross-entropy for both players (with Adam, only G feels it). ``gap``: the
+    uniform codes that are *not* shared are drawn at least ``gap`` apart (in the code's units), so the pair
+    differs clearly in everything but the shared code (InfoGAN-CR's contrastive gap; 0, their dSprites
+    setting, draws them independently; codes without a bounded range are always drawn independently).
     """
 
     def __init__(self, info: InfoRegularizer, weight: float = 1.0, start: int = 0, gap: float = 0.0,

@@ -357,7 +357,7 @@ def disentanglement_scores(codes, factors, metrics: Sequence[str] = METRICS, num
     num_rows = codes.shape[0]
     if num_rows < num_train + num_test:
         raise InfoGANError(f"{num_train + num_test} points are needed (num_train={num_train} + num_test={num_test}), "
-                           f"got {num_rows}; export more points or lower num_train/num_test")
+                           f"got {num_rows}; use more points (--points) or lower num_train/num_test")
     order = np.random.default_rng(seed).permutation(num_rows)
     codes, factors = codes[order], factors[order]
     train = slice(0, num_train)

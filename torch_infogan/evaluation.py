@@ -167,7 +167,8 @@ def disentanglement(info: InfoRegularizer, data: ImageData, metrics=None, points
     rows = np.random.default_rng(seed).choice(len(data), size=n, replace=False)
     params = encode(info, data.images[torch.from_numpy(rows)], batch_size, normalization)
     codes, names = representation(info, params)
-    scores = disentanglement_scores(codes, data.factors.numpy()[rows], metrics or METRICS, num_train=num_train,
+    scores = disentanglement_scores(codes, data.factors.numpy()[rows], METRICS if metrics is None else metrics,
+                                    num_train=num_train,
                                     num_test=num_test, seed=seed)
     factor_names = list(data.factor_names or [f"factor{i}" for i in range(data.factors.shape[1])])
     return {"dataset": data.name, "n": int(n), "codes": names, "factors": factor_names, **scores}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from torch_infogan.errors import InfoGANError
 from torch_infogan.evaluation import disentanglement, evaluate, format_table
 from torch_infogan.pictures import (code_rows_grid, plot_bounds, plot_confusion, plot_importance, sample_grid,
                                     traversal_grid, traversal_names)
@@ -34,23 +35,27 @@ def write_report(trainer: Trainer, fit: FitResult, out: str | Path
         for key, scores in evaluation["codes"].items():
             files.append(plot_confusion(scores["confusion"], out / f"confusion_{key}.png",
                                         f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"]))
-    scores = None
+    scores, skipped = None, None
     if trainer.full_data.factors is not None:
         points = min(20000, len(trainer.full_data))
         num_test = min(5000, points // 3)
-        scores = disentanglement(info, trainer.full_data, points=points, num_train=min(10000, points - num_test),
-                                 num_test=num_test, seed=trainer.config.seed)
-        (out / "disentanglement.json").write_text(json.dumps(scores, indent=2))
-        files.append(out / "disentanglement.json")
-        files.append(plot_importance(scores["dci"]["importance"], scores["codes"], scores["factors"],
-                                     out / "dci_importance.png"))
-    (out / "report.md").write_text(_markdown(trainer, fit, evaluation, files, scores))
+        try:
+            scores = disentanglement(info, trainer.full_data, points=points, num_train=min(10000, points - num_test),
+                                     num_test=num_test, seed=trainer.config.seed)
+        except InfoGANError as exc:  # e.g. one code dimension: the run itself is fine, the report says why
+            skipped = str(exc)
+        else:
+            (out / "disentanglement.json").write_text(json.dumps(scores, indent=2))
+            files.append(out / "disentanglement.json")
+            files.append(plot_importance(scores["dci"]["importance"], scores["codes"], scores["factors"],
+                                         out / "dci_importance.png"))
+    (out / "report.md").write_text(_markdown(trainer, fit, evaluation, files, scores, skipped))
     files.append(out / "report.md")
     return files, evaluation, scores
 
 
 def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: list[Path],
-              scores: dict | None = None) -> str:
+              scores: dict | None = None, skipped: str | None = None) -> str:
     config = trainer.config
     lines = ["# InfoGAN training report", "",
              f"- preset `{config.preset}`, data `{trainer.data.name}` ({len(trainer.data)} images, "
@@ -76,6 +81,8 @@ def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: 
         from torch_infogan.disentanglement import format_scores
 
         lines += ["## Disentanglement against the data's factors", "", "```", format_scores(scores), "```", ""]
+    elif skipped:
+        lines += ["## Disentanglement against the data's factors", "", f"Not computed: {skipped}", ""]
     lines += ["## Pictures", ""]
     for path in files:
         if path.suffix == ".png":

@@ -18,7 +18,7 @@ from torch import nn
 
 from torch_infogan.augment import random_translate
 from torch_infogan.checkpoint import load_checkpoint, save_checkpoint
-from torch_infogan.config import TrainConfig
+from torch_infogan.config import ConfigError, TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.data import ImageData, load_data
 from torch_infogan.errors import InfoGANError
@@ -274,8 +274,15 @@ class Trainer:
         if ckpt.info.spec != self.info.spec or ckpt.config["model"] != self.model_config:
             raise InfoGANError(f"{path} was trained with codes {ckpt.info.spec!r} and model {ckpt.config['model']}, "
                                f"which differ from this run's")
-        self.generator.load_state_dict(ckpt.generator.state_dict())
-        self.discriminator.load_state_dict(ckpt.discriminator.state_dict())
+        if (ckpt.contrastive is None) != (self.contrastive is None):
+            raise ConfigError("contrastive", f"differs from the run in {path}, which was trained "
+                                             f"{'without' if ckpt.contrastive is None else 'with'} the contrastive "
+                                             "regularizer; resume it with the same setting")
+        try:
+            self.generator.load_state_dict(ckpt.generator.state_dict())
+            self.discriminator.load_state_dict(ckpt.discriminator.state_dict())
+        except RuntimeError as exc:
+            raise InfoGANError(f"{path} does not fit this run's networks: {str(exc).splitlines()[0]}") from exc
         for name, opt in (("d", self.opt_d), ("g", self.opt_g)):
             if name not in ckpt.optimizer_state:
                 raise InfoGANError(f"{path} holds no optimizer state (a weights-only file): it cannot be resumed")

@@ -45,10 +45,15 @@ class ImageData:
         return tuple(self.images.shape[1:])
 
     def subset(self, n: int) -> "ImageData":
-        """The first ``n`` images (the embedded data is shuffled, so a prefix is balanced)."""
-        labels = None if self.labels is None else self.labels[:n]
-        factors = None if self.factors is None else self.factors[:n]
-        return ImageData(self.images[:n], labels, self.name, self.split, factors, self.factor_names)
+        """``n`` images: the first ``n`` (the embedded data is shuffled, so a prefix is balanced), or, for data
+        with factor labels (stored in factor order, as the shapes grid), ``n`` drawn at random (seed 0)."""
+        if self.factors is not None and n < len(self):
+            rows = torch.from_numpy(np.sort(np.random.default_rng(0).choice(len(self), size=n, replace=False)))
+        else:
+            rows = slice(0, n)
+        labels = None if self.labels is None else self.labels[rows]
+        factors = None if self.factors is None else self.factors[rows]
+        return ImageData(self.images[rows], labels, self.name, self.split, factors, self.factor_names)
 
 
 def load_data(spec: str = EMBEDDED, root: str | Path | None = None, split: str = "train",
