@@ -1,4 +1,4 @@
-"""The ``infogan-export`` command: encoder (or generator) to ONNX, dataset features to HDF5."""
+"""The ``infogan-export`` command: encoder (or generator) to ONNX, features to HDF5, the latent explorer page."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from torch_infogan.cli._options import (Checkpoint, Data, DataRoot, Debug, Device, Quiet, Split, progress_bar,
+from torch_infogan.cli._options import (Checkpoint, Data, DataRoot, Debug, Device, Quiet, Seed, Split, progress_bar,
                                         set_debug, user_errors)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Export a trained InfoGAN encoder to ONNX, dataset features to HDF5, or the weights alone.")
+                  help="Export a trained InfoGAN encoder to ONNX, dataset features to HDF5, the weights alone, or the "
+                       "latent explorer web page.")
 
 
 @app.callback()
 def main(debug: Debug = False) -> None:
-    """Export a trained InfoGAN encoder to ONNX, dataset features to HDF5, or the weights alone."""
+    """Export a trained InfoGAN encoder to ONNX, dataset features to HDF5, the weights alone, or the latent explorer
+    web page."""
     set_debug(debug)
 
 
@@ -81,6 +83,27 @@ def weights_command(
         path = save_weights_only(checkpoint, out)
     size, before = path.stat().st_size, checkpoint.stat().st_size
     typer.echo(f"wrote {path} ({size / 2**20:.1f} MiB; the checkpoint is {before / 2**20:.1f} MiB)")
+
+
+@app.command("web")
+def web_command(
+    checkpoint: Checkpoint,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the page (an earlier export there is replaced).")] = Path("explorer"),
+    runtime: Annotated[Optional[Path], typer.Option("--runtime", help="onnxruntime-web's dist folder (default: $INFOGAN_ORT_WEB_DIR, else node_modules/onnxruntime-web/dist here or in the torch-infogan checkout).")] = None,
+    bounds_samples: Annotated[int, typer.Option(help="Generated samples for the MI bounds shown on the page (0: none).")] = 2000,
+    seed: Seed = 0,
+) -> None:
+    """Write the latent explorer: a static page that runs the generator in the browser (onnxruntime-web,
+    WebAssembly), with a control per code. Host the folder on any static web server."""
+    with user_errors():
+        from torch_infogan.exporters.web import export_web
+
+        report = export_web(checkpoint, out, runtime_dir=runtime, bounds_samples=bounds_samples, seed=seed)
+    typer.echo(f"wrote {report.path}/: {', '.join(report.files)}")
+    typer.echo(f"page weight: model {report.model_bytes / 1024:,.0f} KB, runtime {report.runtime_bytes / 1024:,.0f} KB "
+               f"(onnxruntime-web {report.runtime_version}), page {report.page_bytes / 1024:,.0f} KB")
+    typer.echo(f"serve it over http, not file:// (e.g. python -m http.server -d {report.path}), "
+               f"or run: infogan explore {checkpoint}")
 
 
 def run() -> None:

@@ -248,6 +248,33 @@ def traverse(
     typer.echo(f"wrote {', '.join(str(p) for p in written)}")
 
 
+@app.command()
+def explore(
+    checkpoint: Checkpoint,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: any free one).")] = 8765,
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the page in the default web browser.")] = True,
+    runtime: Annotated[Optional[Path], typer.Option("--runtime", help="onnxruntime-web's dist folder (as for `infogan-export web`).")] = None,
+    bounds_samples: Annotated[int, typer.Option(help="Generated samples for the MI bounds shown on the page (0: none).")] = 2000,
+) -> None:
+    """Serve the latent explorer for a checkpoint on 127.0.0.1 and open it: pick categories, move sliders, see
+    the generator's image change. Ctrl-C stops the server and removes its temporary folder."""
+    with user_errors():
+        from torch_infogan.exporters.web import explore as serve_explorer
+
+        with serve_explorer(checkpoint, port=port, runtime_dir=runtime, bounds_samples=bounds_samples) as site:
+            typer.echo(f"serving the latent explorer at {site.url} from {site.folder} (Ctrl-C stops)")
+            if browser:
+                import webbrowser
+
+                if not webbrowser.open(site.url):
+                    typer.echo(f"no browser found: open {site.url}", err=True)
+            try:
+                site.wait()
+            except KeyboardInterrupt:
+                pass
+    typer.echo("stopped")
+
+
 def _check_folder(folder: Path) -> None:
     from torch_infogan.errors import InfoGANError
 

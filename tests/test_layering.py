@@ -58,14 +58,23 @@ def test_trainer_modules_import_in_one_direction(index):
 
 COMMANDS_WITHOUT_TRAINER = r'''
 import sys
+from pathlib import Path
 from typer.testing import CliRunner
 from torch_infogan.cli.main import app
 from torch_infogan.cli.export import app as export_app
+from torch_infogan.exporters.web import RUNTIME_FILES, Explorer
 
 ckpt, out = sys.argv[1], sys.argv[2]
+runtime = Path(out) / "ort-dist"  # stand-ins for onnxruntime-web's files: the export only copies them
+runtime.mkdir()
+for name in RUNTIME_FILES:
+    (runtime / name).write_text("")
+Explorer.wait = lambda self: (_ for _ in ()).throw(KeyboardInterrupt)  # Ctrl-C as soon as the page is served
+web = ["--runtime", str(runtime), "--bounds-samples", "10"]
 runs = [(app, ["evaluate", ckpt]), (app, ["sample", ckpt, "-o", out + "/s.png", "-n", "4"]),
         (app, ["traverse", ckpt, "-o", out + "/t"]), (export_app, ["weights", ckpt, "-o", out + "/w.safetensors"]),
-        (export_app, ["hdf5", ckpt, "-o", out + "/f.h5", "--quiet"])]
+        (export_app, ["hdf5", ckpt, "-o", out + "/f.h5", "--quiet"]), (export_app, ["web", ckpt, "-o", out + "/site", *web]),
+        (app, ["explore", ckpt, "--port", "0", "--no-browser", *web])]
 for command, args in runs:
     result = CliRunner().invoke(command, args)
     assert result.exit_code == 0, (args, result.output)
