@@ -2,7 +2,7 @@
 FactorVAE score (mean and std over seeds), run length, seconds, the command and the machine.
 
     python benchmarks/disentanglement.py --seeds 0 1 2 [--iterations 10000] [--models infogan infogan-cr]
-        [--eval-every 2500] [--threads 1] [--json results.json]
+        [--eval-every 2500] [--threads 1] [--json results.json] [--out runs/disentanglement]
 
 ``infogan`` is the ``shapes`` preset (InfoGAN-CR's modified InfoGAN), ``infogan-cr`` the ``shapes-cr`` preset
 (the same plus the contrastive regularizer from ``--cr-start``, default half-way). The metrics follow
@@ -17,12 +17,14 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from torch_infogan.config import preset_config
 from torch_infogan.data import load_data
 from torch_infogan.evaluation import disentanglement
+from torch_infogan.pictures import code_rows_grid, plot_importance
 from torch_infogan.trainer import Trainer
 
 MODELS = {"infogan": "shapes", "infogan-cr": "shapes-cr"}
@@ -45,7 +47,8 @@ def _scores(trainer: Trainer, seed: int, metrics=None) -> dict:
     return result
 
 
-def run(model: str, seed: int, iterations: int, cr_start: int | None, eval_every: int, data, overrides: dict) -> dict:
+def run(model: str, seed: int, iterations: int, cr_start: int | None, eval_every: int, data, overrides: dict,
+        out: Path | None = None) -> dict:
     extra = dict(overrides)
     if model == "infogan-cr":
         extra["contrastive_start"] = cr_start if cr_start is not None else iterations // 2
@@ -59,6 +62,12 @@ def run(model: str, seed: int, iterations: int, cr_start: int | None, eval_every
             curve.append((step, round(s["mig"]["mig"], 3), round(s["factorvae"]["eval_accuracy"], 3)))
     seconds = time.perf_counter() - start
     result = _scores(trainer, seed)
+    if out is not None:  # the checkpoint and the pictures a user would look at
+        folder = out / f"{model}-seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        trainer.save(folder / "checkpoint.safetensors")
+        code_rows_grid(trainer.generator, trainer.info, folder / "codes.png")
+        plot_importance(result["dci"]["importance"], result["codes"], result["factors"], folder / "dci_importance.png")
     curve.append((trainer.iterations, round(result["mig"]["mig"], 3), round(result["factorvae"]["eval_accuracy"], 3)))
     return {"model": model, "seed": seed, "iterations": iterations, "seconds": seconds, "curve": curve,
             **{label: result[metric][key] for metric, key, label in COLUMNS},
@@ -77,6 +86,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override any TrainConfig field, e.g. --set precision='\"fp32\"'")
     parser.add_argument("--json", help="also write the per-run results to this file")
+    parser.add_argument("--out", type=Path, help="save each run's checkpoint, codes.png and DCI heat map here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,7 +104,7 @@ def main() -> None:
           + f"{'seconds':>9}  curve (iteration, MIG, FactorVAE)", flush=True)
     for model in args.models:
         for seed in args.seeds:
-            row = run(model, seed, args.iterations, args.cr_start, args.eval_every, data, overrides)
+            row = run(model, seed, args.iterations, args.cr_start, args.eval_every, data, overrides, args.out)
             rows.append(row)
             print(f"{model:<11}{seed:>5}" + "".join(f"{row[label]:>10.3f}" for *_, label in COLUMNS)
                   + f"{row['seconds']:>9.0f}  {row['curve']}", flush=True)

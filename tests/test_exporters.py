@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from torch_infogan import InfoGANError
 from torch_infogan.checkpoint import load_checkpoint
-from torch_infogan.data import ImageData, load_data
+from torch_infogan.data import load_data
 from torch_infogan.evaluation import normalize
-from torch_infogan.exporters import Encoder, FeatureDataset, export_features, export_onnx, output_names
+from torch_infogan.exporters import Encoder, FeatureDataset, export_features, export_onnx
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from torch_infogan import InfoGANError, InfoRegularizer, list_codes, get_code
 from torch_infogan.models import DCGAN_TAP, build_dcgan
