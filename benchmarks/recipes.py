@@ -48,7 +48,7 @@ def main():
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}; "
           f"command: python benchmarks/recipes.py --seeds {' '.join(map(str, args.seeds))}")
-    print(f"| row | steps | batch | " + " | ".join(f"bound seed {s}" for s in args.seeds)
+    print("| row | steps | batch | " + " | ".join(f"bound seed {s}" for s in args.seeds)
           + " | " + " | ".join(f"seconds seed {s}" for s in args.seeds) + " |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in args.seeds * 2) + " |")
     for name in args.rows:
