@@ -21,7 +21,7 @@ SMALL = ["--points", "1500", "--num-train", "1000", "--num-test", "500"]
 @pytest.fixture(scope="module")
 def shapes_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("shapes")
-    result = runner.invoke(app, ["train", "--preset", "shapes-cr", "--data", "shapes:600", "--iterations", "4",
+    result = runner.invoke(app, ["train", "--preset", "shapes-cr", "--data", "shapes:300", "--iterations", "4",
                                  "--contrastive-start", "2", "--log-every", "2", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     return out
