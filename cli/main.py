@@ -58,7 +58,8 @@ def train(
                      limit=limit, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
                      iterations=iterations, epochs=epochs, seed=seed, device=device, precision=precision,
                      translate=translate, info_weight=info_weight, contrastive=contrastive,
-                     contrastive_start=contrastive_start, contrastive_gap=contrastive_gap, compile=compile, log_every=log_every, checkpoint_every=checkpoint_every,
+                     contrastive_start=contrastive_start, contrastive_gap=contrastive_gap, compile=compile,
+                     log_every=log_every, checkpoint_every=checkpoint_every,
                      on_nonfinite=on_nonfinite, sync_bn=sync_bn)
     with user_errors():
         from torch_infogan.config import ConfigError, preset_config, resume_config
@@ -182,12 +183,12 @@ def _disentanglement(path: Path, data: str, data_root, split: str, metrics: str,
 
     names = list(METRICS) if metrics.strip() == "all" else [m.strip() for m in metrics.split(",") if m.strip()]
     if path.suffix in (".h5", ".hdf5"):
-        from torch_infogan.disentanglement import disentanglement_scores
+        from torch_infogan.evaluation import scores_of_arrays
         from torch_infogan.exporters.hdf5 import read_codes_and_factors
 
         codes, code_names, factors, factor_names = read_codes_and_factors(path)
-        result = {"dataset": str(path), "n": int(len(codes)), "codes": code_names, "factors": factor_names,
-                  **disentanglement_scores(codes, factors, names, num_train=num_train, num_test=num_test, seed=seed)}
+        result = scores_of_arrays(str(path), codes, code_names, factors, factor_names, names, num_train, num_test,
+                                  seed)
     else:
         from torch_infogan.checkpoint import load_checkpoint
         from torch_infogan.evaluation import disentanglement, factor_data

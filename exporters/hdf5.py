@@ -249,6 +249,7 @@ def read_codes_and_factors(path: str | Path) -> tuple[np.ndarray, list[str], np.
     import h5py
 
     from torch_infogan.codes import parse_codes
+    from torch_infogan.evaluation import code_columns
 
     validate_features_file(path)
     with h5py.File(path, "r") as h5:
@@ -257,13 +258,12 @@ def read_codes_and_factors(path: str | Path) -> tuple[np.ndarray, list[str], np.
                                "(--data shapes or dsprites:PATH)")
         codes = parse_codes(str(h5.attrs["codes"]))
         keys = [f"{code.name}{i}" for i, code in enumerate(codes)]
-        columns, names = [], []
+        columns = {}
         for key in keys:
             if f"codes/{key}" not in h5:
                 raise InfoGANError(f"{path} has no dataset codes/{key}")
-            value = np.asarray(h5[f"codes/{key}"][:], dtype=np.float64)
-            columns.append(value)
-            names += [key] if value.shape[1] == 1 else [f"{key}_{j}" for j in range(value.shape[1])]
+            columns[key] = np.asarray(h5[f"codes/{key}"][:], dtype=np.float64)
         factors = np.asarray(h5["factors"][:], dtype=np.int64)
         factor_names = [str(n) for n in h5["factors"].attrs.get("names", [f"factor{i}" for i in range(factors.shape[1])])]
-    return np.concatenate(columns, axis=1), names, factors, factor_names
+    codes, names = code_columns(columns)
+    return codes, names, factors, factor_names

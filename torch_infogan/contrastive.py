@@ -158,14 +158,18 @@ class ContrastiveRegularizer:
             raise InfoGANError("this ContrastiveRegularizer is not attached (call attach() first)")
         return self.classifier(images_a, images_b)
 
-    def loss(self, images_a: torch.Tensor, images_b: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-        """``weight`` x the cross-entropy of the classifier on the pairs (float32 scalar). Add it to D's loss on
-        detached images (the classifier learns) and to G's loss on the images themselves (G learns)."""
+    def cross_entropy(self, images_a: torch.Tensor, images_b: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """The classifier's cross-entropy on the pairs, unweighted (float32 scalar; ln of the number of codes is
+        chance)."""
         if images_a.shape != images_b.shape:
             raise InfoGANError(f"the two images of a pair differ in shape: {tuple(images_a.shape)} and "
                                f"{tuple(images_b.shape)}")
-        logits = self.logits(images_a, images_b).float()
-        return self.weight * F.cross_entropy(logits, shared)
+        return F.cross_entropy(self.logits(images_a, images_b).float(), shared)
+
+    def loss(self, images_a: torch.Tensor, images_b: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """``weight`` x ``cross_entropy``. Add it to D's loss on detached images (the classifier learns) and to
+        G's loss on the images themselves (G learns)."""
+        return self.weight * self.cross_entropy(images_a, images_b, shared)
 
     @torch.no_grad()
     def accuracy(self, images_a: torch.Tensor, images_b: torch.Tensor, shared: torch.Tensor) -> float:

@@ -128,14 +128,33 @@ def check_image_shape(data: ImageData, image_shape) -> None:
 def representation(info: InfoRegularizer, params: torch.Tensor) -> tuple[np.ndarray, list[str]]:
     """Q's point estimate of every code from its raw outputs, side by side: ``[N, D]`` float64 and the column
     names (a continuous code's means, ``unif0``; a categorical code's probabilities, ``cat0_3``)."""
-    columns, names = [], []
+    columns = {}
     for key, code, part in zip(info.keys, info.codes, split_params(info.codes, params)):
         posterior = code.posterior(part)
         value = posterior["mean"] if "mean" in posterior else posterior[code.posterior_parts[0]]
-        value = value.reshape(len(value), -1).double().numpy()
-        columns.append(value)
-        names += [key] if value.shape[1] == 1 else [f"{key}_{j}" for j in range(value.shape[1])]
-    return np.concatenate(columns, axis=1), names
+        columns[key] = value.reshape(len(value), -1).double().numpy()
+    return code_columns(columns)
+
+
+def code_columns(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """Each code's ``[N, width]`` values side by side, and the columns' names: ``key`` for a code of width
+    1, ``key_j`` otherwise."""
+    names = [name for key, value in columns.items()
+             for name in ([key] if value.shape[1] == 1 else [f"{key}_{j}" for j in range(value.shape[1])])]
+    return np.concatenate(list(columns.values()), axis=1), names
+
+
+def scores_of_arrays(name: str, codes: np.ndarray, code_names: list[str], factors: np.ndarray,
+                     factor_names: list[str] | None, metrics=None, num_train: int = 10000, num_test: int = 5000,
+                     seed: int = 0) -> dict:
+    """``disentanglement_scores`` of ``codes`` against ``factors``, with what the rows and columns are:
+    ``dataset`` (``name``), ``n``, ``codes`` and ``factors`` (names), then one entry per metric."""
+    from torch_infogan.disentanglement import METRICS, disentanglement_scores
+
+    scores = disentanglement_scores(codes, factors, METRICS if metrics is None else metrics, num_train=num_train,
+                                    num_test=num_test, seed=seed)
+    factor_names = list(factor_names or [f"factor{i}" for i in range(factors.shape[1])])
+    return {"dataset": name, "n": int(len(codes)), "codes": code_names, "factors": factor_names, **scores}
 
 
 def factor_data(spec: str, points: int = 20000, seed: int = 0, root=None, split: str = "train") -> ImageData:
@@ -156,8 +175,6 @@ def disentanglement(info: InfoRegularizer, data: ImageData, metrics=None, points
     images drawn at random (``seed``) from ``data``, which must carry factor labels. Returns the scores,
     plus ``codes`` and ``factors`` (the names of the matrices' rows and columns) and ``n``. ``image_shape``:
     refuse data whose images have another shape (the model's)."""
-    from torch_infogan.disentanglement import METRICS, disentanglement_scores
-
     if data.factors is None:
         raise InfoGANError(f"dataset {data.name!r} has no factor labels; disentanglement metrics need data with "
                            "known factors (shapes, shapes:N, dsprites:PATH)")
@@ -167,8 +184,5 @@ def disentanglement(info: InfoRegularizer, data: ImageData, metrics=None, points
     rows = np.random.default_rng(seed).choice(len(data), size=n, replace=False)
     params = encode(info, data.images[torch.from_numpy(rows)], batch_size, normalization)
     codes, names = representation(info, params)
-    scores = disentanglement_scores(codes, data.factors.numpy()[rows], METRICS if metrics is None else metrics,
-                                    num_train=num_train,
-                                    num_test=num_test, seed=seed)
-    factor_names = list(data.factor_names or [f"factor{i}" for i in range(data.factors.shape[1])])
-    return {"dataset": data.name, "n": int(n), "codes": names, "factors": factor_names, **scores}
+    return scores_of_arrays(data.name, codes, names, data.factors.numpy()[rows], data.factor_names, metrics,
+                            num_train, num_test, seed)

@@ -186,8 +186,8 @@ class Trainer:
                 latent_a, latent_b, shared = cr.pairs(real.shape[0], generator=self.code_gen)
                 with torch.set_grad_enabled(cr_on):
                     pair_a, pair_b = self.generator(latent_a), self.generator(latent_b)
-                cr_d = cr.loss(pair_a.detach(), pair_b.detach(), shared)
-                loss_d = loss_d + cr_d
+                cr_entropy = cr.cross_entropy(pair_a.detach(), pair_b.detach(), shared)
+                loss_d = loss_d + cr.weight * cr_entropy
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
         alternating = config.updates == "alternating"
@@ -208,7 +208,7 @@ class Trainer:
         (gan_g + loss_g).backward(inputs=self._g_params)
         losses = [gan_d.detach(), gan_g.detach()]
         if self.contrastive is not None:
-            losses.append(cr_d.detach() / max(cr.weight, 1e-12))
+            losses.append(cr_entropy.detach())
         return torch.stack(losses)
 
     def step(self) -> torch.Tensor:
@@ -306,8 +306,9 @@ class Trainer:
         save a checkpoint and raise ``TrainingStopped``; so do non-finite losses or parameters (then
         without saving: the last good checkpoint stays). ``progress(step, total, record)`` is called on the
         main process at every logging step with the latest record: ``loss_d`` and ``loss_g`` (the GAN
-        losses alone), ``loss_cr`` (the contrastive classifier's cross-entropy, where configured), ``mi`` (each code's MI lower bound, Q's std as configured) and ``mi_fitted`` (the
-        bound with Q's variance fitted to its error).
+        losses alone), ``loss_cr`` (the contrastive classifier's cross-entropy, where configured), ``mi``
+        (each code's MI lower bound, Q's std as configured) and ``mi_fitted`` (the bound with Q's variance
+        fitted to its error).
         """
         out = Path(out)
         config, info, total, main = self.config, self.info, self.iterations, self.runtime.main
