@@ -1,10 +1,10 @@
-"""Random translation of the images D sees (DiffAugment's translation)."""
+"""Random translation and rotation of the images D sees (DiffAugment-style augmentation)."""
 
 import pytest
 import torch
 
 from torch_infogan.errors import InfoGANError
-from torch_infogan.augment import random_translate
+from torch_infogan.augment import random_rotate, random_translate
 from torch_infogan.config import preset_config
 from torch_infogan.trainer import Trainer
 
@@ -42,3 +42,46 @@ def test_zero_shift_is_the_identity_and_gradients_flow():
 def test_negative_translate_is_refused():
     with pytest.raises(InfoGANError, match="translate"):
         Trainer(preset_config("mnist", translate=-1, limit=256, device="cpu"))
+
+
+def _turned(image: torch.Tensor, degrees: float) -> torch.Tensor:
+    """``image`` [1, H, W] turned counter-clockwise by ``degrees`` about its centre (nearest pixel, zero fill)."""
+    h, w = image.shape[1:]
+    angle = torch.tensor(degrees * torch.pi / 180)
+    y, x = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij")
+    src_x = (angle.cos() * x - angle.sin() * y + (w - 1) / 2).round().long()
+    src_y = (angle.sin() * x + angle.cos() * y + (h - 1) / 2).round().long()
+    inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)
+    out = torch.zeros_like(image)
+    out[:, inside] = image[:, src_y[inside], src_x[inside]]
+    return out
+
+
+def test_each_image_is_turned_by_its_own_angle_within_the_limit():
+    bar = torch.zeros(1, 28, 28)
+    bar[:, 4:24, 13:15] = 1.0  # an upright stroke: its turn shows in which columns its ends fall
+    images = bar.expand(32, 1, 28, 28)
+    out = random_rotate(images, 20, torch.Generator().manual_seed(0))
+    angles = []
+    for moved in out:
+        errors = {a: (moved - _turned(bar, a)).abs().sum().item() for a in range(-30, 31)}
+        best = min(errors, key=errors.get)
+        assert errors[best] < 0.4 * bar.sum()  # the stroke turned (bilinear against nearest: ~0.3), not moved
+        angles.append(best)
+    assert max(abs(a) for a in angles) <= 21  # within the limit (one degree of matching slack)
+    assert len(set(angles)) > 8  # angles vary from image to image
+    assert abs(out.sum() / images.sum() - 1) < 0.02  # a bilinear turn keeps the stroke's ink
+
+
+def test_zero_rotation_is_the_identity_and_gradients_flow():
+    images = (torch.rand(4, 1, 28, 28) + 0.1).requires_grad_()
+    assert random_rotate(images, 0) is images
+    out = random_rotate(images, 15, torch.Generator().manual_seed(1))
+    out.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_rotation_outside_0_to_180_degrees_is_refused():
+    for value in (-1.0, 181.0):
+        with pytest.raises(InfoGANError, match="rotate must be between 0 and 180 degrees"):
+            preset_config("mnist", rotate=value)

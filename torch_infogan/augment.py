@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -22,3 +24,20 @@ def random_translate(images: torch.Tensor, max_shift: int, generator: torch.Gene
     rows = (torch.arange(h, device=images.device).view(1, 1, h, 1) + dy).expand(b, c, h, w + 2 * s)
     cols = (torch.arange(w, device=images.device).view(1, 1, 1, w) + dx).expand(b, c, h, w)
     return padded.gather(2, rows).gather(3, cols)
+
+
+def random_rotate(images: torch.Tensor, max_degrees: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate each image about its centre by its own random angle in [-max_degrees, max_degrees].
+
+    Bilinear resampling with zero fill; differentiable in ``images``. Used with ``random_translate`` on the real
+    and generated images alike, so that Q can only tell categories apart by what survives a small turn (a digit's
+    identity, not its slant).
+    """
+    if max_degrees <= 0:
+        return images
+    b = images.shape[0]
+    angle = (torch.rand(b, generator=generator, device=images.device) * 2 - 1) * math.radians(max_degrees)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")

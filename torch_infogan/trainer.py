@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from torch_infogan.augment import random_translate
+from torch_infogan.augment import random_rotate, random_translate
 from torch_infogan.checkpoint import load_checkpoint, save_checkpoint
 from torch_infogan.config import ConfigError, TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
@@ -173,8 +173,8 @@ class Trainer:
             if sigma > 0:
                 real = real + sigma * torch.randn(real.shape, generator=self.code_gen, device=real.device)
                 fake = fake + sigma * torch.randn(fake.shape, generator=self.code_gen, device=fake.device)
-            real = random_translate(real, config.translate, self.code_gen)
-            fake = random_translate(fake, config.translate, self.code_gen)
+            real = random_rotate(random_translate(real, config.translate, self.code_gen), config.rotate, self.code_gen)
+            fake = random_rotate(random_translate(fake, config.translate, self.code_gen), config.rotate, self.code_gen)
             d_real, d_fake = self.d_forward(real, fake)
             mi = config.info_weight * info.loss(codes)
             ones, zeros = torch.ones_like(d_real, dtype=torch.float32), torch.zeros_like(d_real, dtype=torch.float32)
