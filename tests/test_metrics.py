@@ -80,3 +80,21 @@ def test_label_free_scores_known_answers():
     scores = label_free_scores({"probs": unsure})
     assert scores["usage"] == pytest.approx(math.log(10)) and scores["real_mi"] == pytest.approx(0.0, abs=1e-9)
     assert label_free_scores({"mean": torch.zeros(3, 1), "std": torch.ones(3, 1)}) == {}
+
+
+def test_neighbour_agreement_rewards_categories_that_follow_the_datas_own_groups():
+    from torch_infogan.evaluation import neighbour_agreement
+
+    gen = torch.Generator().manual_seed(0)
+    groups = torch.arange(600) % 3  # three groups of images, each around its own random pattern
+    patterns = torch.rand(3, 1, 8, 8, generator=gen) * 255
+    images = (patterns[groups] + 20 * torch.randn(600, 1, 8, 8, generator=gen)).clamp(0, 255).to(torch.uint8)
+    assert neighbour_agreement(images, groups.numpy()) == 1.0
+    merged = (groups.clamp(max=1)).numpy()  # two groups share a category: neighbours still agree
+    assert neighbour_agreement(images, merged) == 1.0
+    split = (groups + 3 * (torch.arange(600) % 2)).numpy()  # each group cut in two at random
+    assert 0.4 < neighbour_agreement(images, split) < 0.6
+    random = torch.randint(0, 3, (600,), generator=gen).numpy()
+    assert neighbour_agreement(images, random) < 0.45
+    # on a subset: the same answer for the categories that follow the groups
+    assert neighbour_agreement(images, groups.numpy(), limit=200) == 1.0

@@ -81,6 +81,7 @@ def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, norma
         if assigned is not None:
             result["codes"][key] = cluster_scores(assigned.long().numpy(), labels, code.num_clusters)
             result["codes"][key].update(label_free_scores(code.posterior(part)))
+            result["codes"][key]["agreement"] = neighbour_agreement(data.images, assigned.long().numpy(), seed=seed)
     result["bounds"] = estimate_bounds(generator, info, seed=seed)
     result["bounds_fitted"] = estimate_bounds(generator, info, seed=seed, fitted=True)
     result["entropies"] = info.entropies()
@@ -102,13 +103,37 @@ def label_free_scores(posterior: dict[str, torch.Tensor]) -> dict[str, float]:
     return {"usage": usage, "confidence": float(probs.max(1).values.mean()), "real_mi": usage - conditional}
 
 
+def neighbour_agreement(images: torch.Tensor, assigned: np.ndarray, k: int = 10, limit: int = 10000,
+                        seed: int = 0) -> float:
+    """The share of real images' ``k`` nearest neighbours (cosine similarity of the pixels) that fall in the
+    same category as the image itself: high when the categories follow the groups the data forms on its own,
+    lower when a category mixes two groups or cuts one in two. Computed without labels, on at most ``limit``
+    images (a seeded random subset) and their neighbours among the same images."""
+    n = images.shape[0]
+    rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit] if n > limit else torch.arange(n)
+    x = images[rows].reshape(len(rows), -1).float()
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    k = min(k, len(rows) - 1)
+    if k < 1:
+        raise InfoGANError("neighbour agreement needs at least two images")
+    labels = torch.as_tensor(assigned)[rows]
+    same = 0
+    for start in range(0, len(rows), 2000):
+        sim = x[start:start + 2000] @ x.T
+        sim[torch.arange(sim.shape[0]), torch.arange(start, start + sim.shape[0])] = -2.0  # not its own neighbour
+        neighbours = sim.topk(k, dim=1).indices
+        same += int((labels[neighbours] == labels[start:start + 2000, None]).sum())
+    return same / (len(rows) * k)
+
+
 def format_table(result: dict) -> str:
     """A plain-text table of an evaluation result."""
-    lines = [f"{'code':<8}{'accuracy':>10}{'NMI':>8}{'ARI':>8}{'real MI':>9}  merged labels"]
+    lines = [f"{'code':<8}{'accuracy':>10}{'NMI':>8}{'ARI':>8}{'real MI':>9}{'agreement':>11}  merged labels"]
     for key, s in result["codes"].items():
         merged = " ".join("/".join(map(str, g)) for g in s["merged"]) or "-"
         real_mi = f"{s['real_mi']:>9.4f}" if "real_mi" in s else f"{'-':>9}"
-        lines.append(f"{key:<8}{s['accuracy']:>10.4f}{s['nmi']:>8.4f}{s['ari']:>8.4f}{real_mi}  {merged}")
+        agreement = f"{s['agreement']:>11.4f}" if "agreement" in s else f"{'-':>11}"
+        lines.append(f"{key:<8}{s['accuracy']:>10.4f}{s['nmi']:>8.4f}{s['ari']:>8.4f}{real_mi}{agreement}  {merged}")
     lines.append("")
     lines.append(f"{'code':<8}{'MI bound':>10}{'fitted':>8}{'H(c)':>8}   (nats; fitted: Q's variance fitted to its error)")
     fitted = result.get("bounds_fitted", {})
