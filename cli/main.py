@@ -42,7 +42,7 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on GPUs and on CPUs with AMX, else fp32), fp32, or bf16 autocast (MI terms stay fp32).")] = None,
     translate: Annotated[Optional[int], typer.Option(help="Shift the images D sees by up to N pixels (0: off; mnist preset: 2).")] = None,
-    rotate: Annotated[Optional[float], typer.Option(help="Turn the images D sees by up to N degrees (0: off; mnist preset: 15).")] = None,
+    rotate: Annotated[Optional[float], typer.Option(help="Turn the images D sees by up to N degrees after the shift (default 0: off).")] = None,
     info_weight: Annotated[Optional[float], typer.Option(help="Weight of the MI term in both players' losses (shapes presets: 0.05).")] = None,
     contrastive: Annotated[Optional[float], typer.Option(help="Weight of InfoGAN-CR's contrastive term for G (0: off; shapes-cr: 2).")] = None,
     contrastive_start: Annotated[Optional[int], typer.Option(help="Iteration from which G is trained on the contrastive term (its classifier learns from the start).")] = None,

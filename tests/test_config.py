@@ -1,12 +1,11 @@
 """The configuration: one source of defaults, checked where it is made."""
 
-import json
 import re
 from dataclasses import asdict
 
 import pytest
 
-from torch_infogan.config import PRESETS, ConfigError, TrainConfig, preset_config, resume_config
+from torch_infogan.config import PRESETS, ConfigError, TrainConfig, preset_config
 from torch_infogan.errors import InfoGANError
 from torch_infogan.trainer import TrainingStopped
 
@@ -17,7 +16,7 @@ def test_the_defaults_are_the_mnist_preset():
 
 def test_paper_mnist_is_the_papers_recipe():
     paper = preset_config("paper-mnist")
-    assert (paper.iterations, paper.precision, paper.translate, paper.rotate) == (5000, "fp32", 0, 0)
+    assert (paper.iterations, paper.precision, paper.translate) == (5000, "fp32", 0)
     assert (paper.batch_size, paper.lr_g, paper.lr_d, paper.beta1, paper.noise_dim, paper.codes) == \
         (128, 1e-3, 2e-4, 0.5, 62, "cat:10,unif:2")
     changed = {k for k, v in asdict(paper).items() if v != asdict(TrainConfig())[k]}
@@ -53,12 +52,3 @@ def test_messages_do_not_name_command_line_flags():
 
 def test_training_stopped_is_not_a_value_error():
     assert not issubclass(TrainingStopped, (ValueError, InfoGANError))
-
-
-def test_a_run_saved_before_rotations_existed_resumes_without_them(monkeypatch, tmp_path):
-    stored = asdict(preset_config("mnist"))
-    del stored["rotate"]
-    monkeypatch.setattr("torch_infogan.checkpoint.read_metadata",
-                        lambda path: {"config": json.dumps({"train": stored})})
-    assert resume_config(tmp_path).rotate == 0
-    assert resume_config(tmp_path, rotate=10).rotate == 10

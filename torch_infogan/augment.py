@@ -29,9 +29,8 @@ def random_translate(images: torch.Tensor, max_shift: int, generator: torch.Gene
 def random_rotate(images: torch.Tensor, max_degrees: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Rotate each image about its centre by its own random angle in [-max_degrees, max_degrees].
 
-    Bilinear resampling with zero fill; differentiable in ``images``. Used with ``random_translate`` on the real
-    and generated images alike, so that Q can only tell categories apart by what survives a small turn (a digit's
-    identity, not its slant).
+    Bilinear resampling with zero fill; differentiable in ``images``. The trainer applies it after
+    ``random_translate`` to the real and the generated images alike (``TrainConfig.rotate``, off by default).
     """
     if max_degrees <= 0:
         return images
