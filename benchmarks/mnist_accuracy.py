@@ -28,14 +28,16 @@ def run(preset: str, seed: int, device: str, eval_every: int, overrides: dict, s
         trainer.step()
         if eval_every and (step % eval_every == 0) and step != trainer.iterations:
             scores = evaluate(trainer.generator, trainer.info, trainer.data)["codes"]["cat0"]
-            curve.append((step, round(scores["accuracy"], 4), round(scores["real_mi"], 3)))
+            curve.append((step, round(scores["accuracy"], 4), round(scores["real_mi"], 3),
+                          round(scores["agreement"], 4)))
             trainer.generator.train(); trainer.discriminator.train()
     seconds = time.perf_counter() - start
     if save:
         trainer.save(Path(save) / f"seed{seed}.safetensors")
     result = evaluate(trainer.generator, trainer.info, trainer.data)
     scores = result["codes"]["cat0"]
-    curve.append((trainer.iterations, round(scores["accuracy"], 4), round(scores["real_mi"], 3)))
+    curve.append((trainer.iterations, round(scores["accuracy"], 4), round(scores["real_mi"], 3),
+                  round(scores["agreement"], 4)))
     return {"seed": seed, "accuracy": scores["accuracy"], "nmi": scores["nmi"], "ari": scores["ari"],
             "merged": scores["merged"], "real_mi": scores["real_mi"], "agreement": scores["agreement"],
             "usage": scores["usage"],
@@ -67,7 +69,7 @@ def main() -> None:
     rows = []
     print(f"preset {args.preset}, overrides {({k: v for k, v in overrides.items() if v is not None})}", flush=True)
     print(f"{'seed':>4} {'accuracy':>9} {'NMI':>7} {'ARI':>7} {'real MI':>8} {'agreement':>9} {'seconds':>8}  merged  "
-          "curve (iteration, accuracy, real MI)", flush=True)
+          "curve (iteration, accuracy, real MI, agreement)", flush=True)
     for seed in args.seeds:
         row = run(args.preset, seed, args.device, args.eval_every, overrides, args.save)
         rows.append(row)

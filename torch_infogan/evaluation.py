@@ -107,8 +107,9 @@ def neighbour_agreement(images: torch.Tensor, assigned: np.ndarray, k: int = 10,
                         seed: int = 0) -> float:
     """The share of real images' ``k`` nearest neighbours (cosine similarity of the pixels) that fall in the
     same category as the image itself: high when the categories follow the groups the data forms on its own,
-    lower when a category mixes two groups or cuts one in two. Computed without labels, on at most ``limit``
-    images (a seeded random subset) and their neighbours among the same images."""
+    lower when a category cuts a group in two. Merging groups does not lower it (one category for everything
+    scores 1.0), so compare it between models that use all their categories. Computed without labels, on at most
+    ``limit`` images (a seeded random subset) and their neighbours among the same images."""
     n = images.shape[0]
     rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit] if n > limit else torch.arange(n)
     x = images[rows].reshape(len(rows), -1).float()
