@@ -188,7 +188,10 @@ def test_cli_export_prints_the_page_weight(tiny_checkpoint, tmp_path, fake_runti
 def test_explore_serves_until_ctrl_c(tiny_checkpoint, fake_runtime):
     proc = subprocess.Popen([sys.executable, "-m", "torch_infogan.cli", "explore", str(tiny_checkpoint), "--port", "0",
                              "--no-browser", "--runtime", str(fake_runtime), "--bounds-samples", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a runner that starts the suite in the background ignores SIGINT, and children
+                            # inherit that: give the command the default Ctrl-C, as a terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert line.startswith("serving the latent explorer at http://127.0.0.1:"), (line, proc.stderr.read())
@@ -199,7 +202,7 @@ def test_explore_serves_until_ctrl_c(tiny_checkpoint, fake_runtime):
         with urllib.request.urlopen(url + "model.json") as response:
             assert json.load(response)["format"] == "torch-infogan.web"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)  # a loaded 2-core machine can take long to exit torch
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
