@@ -117,13 +117,13 @@ def neighbour_agreement(images: torch.Tensor, assigned: np.ndarray, k: int = 10,
     k = min(k, len(rows) - 1)
     if k < 1:
         raise InfoGANError("neighbour agreement needs at least two images")
-    labels = torch.as_tensor(assigned)[rows]
+    category = torch.as_tensor(assigned)[rows]
     same = 0
     for start in range(0, len(rows), 2000):
         sim = x[start:start + 2000] @ x.T
         sim[torch.arange(sim.shape[0]), torch.arange(start, start + sim.shape[0])] = -2.0  # not its own neighbour
         neighbours = sim.topk(k, dim=1).indices
-        same += int((labels[neighbours] == labels[start:start + 2000, None]).sum())
+        same += int((category[neighbours] == category[start:start + 2000, None]).sum())
     return same / (len(rows) * k)
 
 
