@@ -202,7 +202,7 @@ def test_explore_serves_until_ctrl_c(tiny_checkpoint, fake_runtime):
         with urllib.request.urlopen(url + "model.json") as response:
             assert json.load(response)["format"] == "torch-infogan.web"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
