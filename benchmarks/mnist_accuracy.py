@@ -20,6 +20,11 @@ from torch_infogan.config import PRESETS, preset_config
 from torch_infogan.trainer import Trainer
 
 
+def curve_point(step: int, scores: dict) -> tuple:
+    """(iteration, accuracy, real MI, agreement) of the categorical code at one evaluation."""
+    return step, round(scores["accuracy"], 4), round(scores["real_mi"], 3), round(scores["agreement"], 4)
+
+
 def run(preset: str, seed: int, device: str, eval_every: int, overrides: dict, save: str | None = None) -> dict:
     trainer = Trainer(preset_config(preset, seed=seed, device=device, **overrides))
     start = time.perf_counter()
@@ -28,16 +33,14 @@ def run(preset: str, seed: int, device: str, eval_every: int, overrides: dict, s
         trainer.step()
         if eval_every and (step % eval_every == 0) and step != trainer.iterations:
             scores = evaluate(trainer.generator, trainer.info, trainer.data)["codes"]["cat0"]
-            curve.append((step, round(scores["accuracy"], 4), round(scores["real_mi"], 3),
-                          round(scores["agreement"], 4)))
+            curve.append(curve_point(step, scores))
             trainer.generator.train(); trainer.discriminator.train()
     seconds = time.perf_counter() - start
     if save:
         trainer.save(Path(save) / f"seed{seed}.safetensors")
     result = evaluate(trainer.generator, trainer.info, trainer.data)
     scores = result["codes"]["cat0"]
-    curve.append((trainer.iterations, round(scores["accuracy"], 4), round(scores["real_mi"], 3),
-                  round(scores["agreement"], 4)))
+    curve.append(curve_point(trainer.iterations, scores))
     return {"seed": seed, "accuracy": scores["accuracy"], "nmi": scores["nmi"], "ari": scores["ari"],
             "merged": scores["merged"], "real_mi": scores["real_mi"], "agreement": scores["agreement"],
             "usage": scores["usage"],
