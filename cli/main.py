@@ -119,7 +119,11 @@ def train(
     typer.echo(f"trained to iteration {result.steps} in {result.seconds:.0f} s ({result.images_per_second:.0f} images/s)")
     if result.evaluation:
         for key, scores in result.evaluation["codes"].items():
-            typer.echo(f"{key}: accuracy {scores['accuracy']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}")
+            if "accuracy" in scores:
+                typer.echo(f"{key}: accuracy {scores['accuracy']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}  "
+                           f"agreement {scores['agreement']:.4f}")
+            else:
+                typer.echo(f"{key}: agreement {scores['agreement']:.4f}  real MI {scores['real_mi']:.4f}  (no labels)")
     typer.echo(f"wrote {result.out}/: {', '.join(p.name for p in result.files)}")
     if result.disentanglement:
         s = result.disentanglement
@@ -144,7 +148,8 @@ def evaluate(
     device: Device = "cpu",
     seed: Seed = 0,
 ) -> None:
-    """Accuracy (Hungarian-matched), NMI and ARI of each categorical code against the labels; MI bounds.
+    """Accuracy (Hungarian-matched), NMI and ARI of each categorical code against the labels, and the label-free
+    agreement, real MI, usage and confidence (the only scores on data without labels); MI bounds.
     With --metrics: MIG, DCI, SAP and the FactorVAE score against the data's factors."""
     with user_errors():
         if metrics is not None:
@@ -170,7 +175,8 @@ def evaluate(
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             for key, scores in result["codes"].items():
-                plot_confusion(scores["confusion"], out / f"confusion_{key}.png", f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"])
+                if "confusion" in scores:
+                    plot_confusion(scores["confusion"], out / f"confusion_{key}.png", f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"])
     if as_json:
         typer.echo(json.dumps(result))
     else:

@@ -1,6 +1,7 @@
 """The `infogan` command end to end on a slice of mnist-10k, and its errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import MNIST_10K
 from torch_infogan.checkpoint import load_checkpoint
 from torch_infogan.cli.main import app
 from torch_infogan.runtime import resolve_precision
@@ -66,6 +68,21 @@ def test_evaluate_matches_the_end_of_training(trained):
     assert evaluated["bounds"] == pytest.approx(at_training["bounds"], abs=1e-5)
     table = runner.invoke(app, ["evaluate", str(out / "checkpoint.safetensors")])
     assert "accuracy" in table.output and "cat0" in table.output
+
+
+def test_evaluate_data_without_labels_prints_the_label_free_scores(trained, tmp_path):
+    out, _ = trained
+    shutil.copy(MNIST_10K / "images-idx3-ubyte.gz", tmp_path)  # the images alone: no labels file
+    args = ["evaluate", str(out / "checkpoint.safetensors"), "--data", f"idx:{tmp_path}"]
+    result = runner.invoke(app, args + ["--json"])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.output)
+    with_labels = json.loads((out / "evaluation.json").read_text())
+    assert not evaluated["labelled"] and "accuracy" not in evaluated["codes"]["cat0"]
+    assert evaluated["codes"]["cat0"]["agreement"] == with_labels["codes"]["cat0"]["agreement"]
+    table = runner.invoke(app, args + ["--out", str(tmp_path / "pictures")])
+    assert table.exit_code == 0 and "(no labels)" in table.output
+    assert not list((tmp_path / "pictures").glob("confusion_*.png"))  # no confusion matrix without labels
 
 
 def test_sample_and_traverse(trained, tmp_path):

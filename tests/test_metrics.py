@@ -6,7 +6,7 @@ import torch
 
 from torch_infogan import InfoRegularizer
 from torch_infogan.data import ImageData
-from torch_infogan.evaluation import evaluate
+from torch_infogan.evaluation import evaluate, format_table
 from torch_infogan.metrics import ari, cluster_scores, contingency, nmi
 
 
@@ -52,19 +52,42 @@ class _LabelOracle(torch.nn.Module):
         return self.features(torch.nn.functional.one_hot(self.perm[label], 10).float() * 10)
 
 
-def test_evaluate_a_q_that_permutes_the_labels_gives_accuracy_one():
-    perm = torch.randperm(10)
-    labels = torch.randint(0, 10, (500,))
-    images = labels.view(-1, 1, 1, 1).expand(-1, 1, 4, 4).to(torch.uint8)
-    disc = _LabelOracle(perm)
-    info = InfoRegularizer("cat:10", noise_dim=2, q_hidden=0).attach(disc, "features", in_features=10)
+def _label_oracle_model(perm):
+    info = InfoRegularizer("cat:10", noise_dim=2, q_hidden=0).attach(_LabelOracle(perm), "features", in_features=10)
     with torch.no_grad():
         info.q.net[0].weight.copy_(torch.eye(10))
         info.q.net[0].bias.zero_()
     generator = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Unflatten(1, (1, 4, 4)))
+    return generator, info
+
+
+def test_evaluate_a_q_that_permutes_the_labels_gives_accuracy_one():
+    perm = torch.randperm(10)
+    labels = torch.randint(0, 10, (500,))
+    images = labels.view(-1, 1, 1, 1).expand(-1, 1, 4, 4).to(torch.uint8)
+    generator, info = _label_oracle_model(perm)
     result = evaluate(generator, info, ImageData(images, labels, "synthetic"))
-    assert result["codes"]["cat0"]["accuracy"] == 1.0
+    assert result["labelled"] and result["codes"]["cat0"]["accuracy"] == 1.0
     assert result["codes"]["cat0"]["mapping"] == {int(perm[i]): i for i in range(10)}
+
+
+def test_evaluate_without_labels_gives_the_label_free_scores_alone():
+    labels = torch.arange(500) % 10
+    noise = torch.randint(0, 20, (500, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    images = (labels.view(-1, 1, 1, 1) * 20 + noise).to(torch.uint8)
+    images[:, 0, 0, 0] = labels.to(torch.uint8)  # the pixel the oracle reads
+    generator, info = _label_oracle_model(torch.randperm(10))
+    labelled = evaluate(generator, info, ImageData(images, labels, "synthetic"))
+    unlabelled = evaluate(generator, info, ImageData(images, None, "synthetic"))
+    assert not unlabelled["labelled"]
+    scores = unlabelled["codes"]["cat0"]
+    assert set(scores) == {"usage", "confidence", "real_mi", "agreement"}
+    for key in scores:  # the same numbers as with labels: none of them uses the labels
+        assert scores[key] == labelled["codes"]["cat0"][key]
+    assert scores["usage"] == pytest.approx(math.log(10), abs=1e-3)
+    assert unlabelled["bounds"] == labelled["bounds"]
+    table = format_table(unlabelled)
+    assert "(no labels)" in table and f"{scores['agreement']:.4f}" in table
 
 
 def test_label_free_scores_known_answers():

@@ -69,17 +69,18 @@ def estimate_bounds(generator: nn.Module, info: InfoRegularizer, n: int = 2000, 
 
 def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, normalization: str = "unit",
              batch_size: int = 1000, seed: int = 0) -> dict:
-    """Per code that clusters (``cluster()`` is not None, e.g. a categorical code): accuracy after Hungarian
-    matching, NMI, ARI, confusion; and every code's MI bound."""
-    if data.labels is None:
-        raise InfoGANError(f"dataset {data.name!r} has no labels to evaluate against")
+    """Per code that clusters (``cluster()`` is not None, e.g. a categorical code): the label-free scores
+    (``label_free_scores``, ``agreement``) and, where ``data`` has labels, accuracy after Hungarian matching,
+    NMI, ARI and the confusion matrix; and every code's MI bound. ``labelled`` says whether labels were used."""
     params = encode(info, data.images, batch_size, normalization)
-    labels = data.labels.numpy()
-    result: dict = {"dataset": data.name, "split": data.split, "n": int(len(data)), "codes": {}}
+    labels = None if data.labels is None else data.labels.numpy()
+    result: dict = {"dataset": data.name, "split": data.split, "n": int(len(data)), "labelled": labels is not None,
+                    "codes": {}}
     for key, code, part in zip(info.keys, info.codes, split_params(info.codes, params)):
         assigned = code.cluster(part)
         if assigned is not None:
-            result["codes"][key] = cluster_scores(assigned.long().numpy(), labels, code.num_clusters)
+            result["codes"][key] = {} if labels is None else cluster_scores(assigned.long().numpy(), labels,
+                                                                            code.num_clusters)
             result["codes"][key].update(label_free_scores(code.posterior(part)))
             result["codes"][key]["agreement"] = neighbour_agreement(data.images, assigned.long().numpy(), seed=seed)
     result["bounds"] = estimate_bounds(generator, info, seed=seed)
@@ -129,12 +130,14 @@ def neighbour_agreement(images: torch.Tensor, assigned: np.ndarray, k: int = 10,
 
 def format_table(result: dict) -> str:
     """A plain-text table of an evaluation result."""
+    def cell(scores: dict, key: str, width: int) -> str:
+        return f"{scores[key]:>{width}.4f}" if key in scores else f"{'-':>{width}}"
+
     lines = [f"{'code':<8}{'accuracy':>10}{'NMI':>8}{'ARI':>8}{'real MI':>9}{'agreement':>11}  merged labels"]
     for key, s in result["codes"].items():
-        merged = " ".join("/".join(map(str, g)) for g in s["merged"]) or "-"
-        real_mi = f"{s['real_mi']:>9.4f}" if "real_mi" in s else f"{'-':>9}"
-        agreement = f"{s['agreement']:>11.4f}" if "agreement" in s else f"{'-':>11}"
-        lines.append(f"{key:<8}{s['accuracy']:>10.4f}{s['nmi']:>8.4f}{s['ari']:>8.4f}{real_mi}{agreement}  {merged}")
+        merged = (" ".join("/".join(map(str, g)) for g in s["merged"]) or "-") if "merged" in s else "(no labels)"
+        lines.append(f"{key:<8}{cell(s, 'accuracy', 10)}{cell(s, 'nmi', 8)}{cell(s, 'ari', 8)}"
+                     f"{cell(s, 'real_mi', 9)}{cell(s, 'agreement', 11)}  {merged}")
     lines.append("")
     lines.append(f"{'code':<8}{'MI bound':>10}{'fitted':>8}{'H(c)':>8}   (nats; fitted: Q's variance fitted to its error)")
     fitted = result.get("bounds_fitted", {})

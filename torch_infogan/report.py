@@ -1,4 +1,4 @@
-"""The report of a training run: pictures, evaluation against labels, and ``report.md``."""
+"""The report of a training run: pictures, evaluation, and ``report.md``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from torch_infogan.trainer import FitResult, Trainer
 
 def write_report(trainer: Trainer, fit: FitResult, out: str | Path
                  ) -> tuple[list[Path], dict | None, dict | None]:
-    """Write samples, traversals, the MI-bound curves, evaluation (when the data has labels), the
+    """Write samples, traversals, the MI-bound curves, evaluation (of categorical codes: against the labels
+    where the data has them, label-free scores always), the
     disentanglement metrics and DCI heat map (when it has factor labels) and ``report.md`` into ``out``;
     returns the files written, the evaluation and the disentanglement scores (None where not computed)."""
     out = Path(out)
@@ -28,11 +29,13 @@ def write_report(trainer: Trainer, fit: FitResult, out: str | Path
             files.append(codes_png)
     files.append(plot_bounds(fit.records, info.entropies(), out / "mi_bounds.png"))
     evaluation = None
-    if trainer.full_data.labels is not None and any(code.num_clusters for code in info.codes):
+    if any(code.num_clusters for code in info.codes):
         evaluation = evaluate(generator, info, trainer.full_data)
         (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
         files.append(out / "evaluation.json")
         for key, scores in evaluation["codes"].items():
+            if "confusion" not in scores:  # no labels: the label-free scores only
+                continue
             files.append(plot_confusion(scores["confusion"], out / f"confusion_{key}.png",
                                         f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"]))
     scores, skipped = None, None
@@ -76,7 +79,8 @@ def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: 
             lines.append(f"| {key} | {last['mi'][key]:.3f} | {fitted.get(key, float('nan')):.3f} | {h:.3f} |")
         lines.append("")
     if evaluation:
-        lines += ["## Categorical codes against the labels", "", "```", format_table(evaluation), "```", ""]
+        title = "against the labels" if evaluation["labelled"] else "on the data (no labels: label-free scores only)"
+        lines += [f"## Categorical codes {title}", "", "```", format_table(evaluation), "```", ""]
     if scores:
         from torch_infogan.disentanglement import format_scores
 
