@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torch_infogan.errors import InfoGANError
-from torch_infogan.augment import random_rotate, random_translate
+from torch_infogan.augment import random_affine, random_rotate, random_translate
 from torch_infogan.config import preset_config
 from torch_infogan.trainer import Trainer
 
@@ -85,3 +85,16 @@ def test_rotation_outside_0_to_180_degrees_is_refused():
     for value in (-1.0, 181.0):
         with pytest.raises(InfoGANError, match="rotate must be between 0 and 180 degrees"):
             preset_config("mnist", rotate=value)
+
+
+def test_affine_scales_each_image_by_its_own_factor_within_the_limit():
+    square = torch.zeros(1, 28, 28)
+    square[:, 9:19, 9:19] = 1.0  # a centred 10x10 square: its ink grows with the square of the scale
+    images = square.expand(64, 1, 28, 28)
+    out = random_affine(images, 0, 0.1, torch.Generator().manual_seed(0))
+    ratio = out.sum((1, 2, 3)) / square.sum()
+    assert float(ratio.min()) > 0.9 ** 2 - 0.02 and float(ratio.max()) < 1.1 ** 2 + 0.02
+    assert float(ratio.min()) < 0.9 and float(ratio.max()) > 1.1  # both shrunk and grown copies
+    assert len(set(ratio.round(decimals=3).tolist())) > 30  # a factor per image
+    assert random_affine(images, 0, 0) is images
+

@@ -251,3 +251,41 @@ def test_latent_layout_and_seeded_sampling():
     assert latent[:, :62].abs().max() <= 1
     again, _ = info.sample(5, generator=torch.Generator().manual_seed(1))
     assert torch.equal(latent, again)
+
+
+def test_consistency_is_the_cross_entropy_from_q_on_the_images_to_q_on_their_copies():
+    info, G, D = _setup()
+    D.eval()  # fixed statistics: Q's outputs can be recomputed outside
+    real, turned = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
+    value = info.consistency(real, turned)
+    with torch.no_grad():
+        target = torch.softmax(D.info_q(D.trunk(real))[:, :10], dim=1)
+        logits = D.info_q(D.trunk(turned))[:, :10]
+    expected = -(target * torch.log_softmax(logits, dim=1)).sum(1).mean()
+    torch.testing.assert_close(value.detach(), expected, rtol=1e-5, atol=1e-5)
+    # the same images on both sides: the mean entropy of Q's posterior, its smallest value for that target
+    same = info.consistency(real, real).detach()
+    assert float(same) == pytest.approx(float(-(target * target.log()).sum(1).mean()), rel=1e-5)
+    assert float(same) < float(value.detach())
+
+
+def test_consistency_trains_q_and_the_trunk_through_the_copies_only_and_leaves_loss_alone():
+    info, G, D = _setup()
+    latent, codes = info.sample(8)
+    fake = G(latent)
+    D(fake)
+    real = torch.rand(8, 1, 28, 28)
+    turned = real.flip(3).requires_grad_()
+    info.consistency(real.requires_grad_(), turned).backward()
+    assert real.grad is None  # the target carries no gradient
+    assert turned.grad is not None and turned.grad.abs().sum() > 0
+    assert _grad_norm(D.trunk.parameters()) > 0 and _grad_norm(D.info_q.parameters()) > 0
+    D.zero_grad(); G.zero_grad()
+    info.loss(codes).backward()  # the real-image forwards were untapped: loss() still uses the generated batch
+    assert _grad_norm(G.parameters()) > 0
+
+
+def test_consistency_needs_a_categorical_code():
+    info, _, _ = _setup("unif:2")
+    with pytest.raises(InfoGANError, match="needs a categorical code"):
+        info.consistency(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28))

@@ -32,11 +32,26 @@ def random_rotate(images: torch.Tensor, max_degrees: float, generator: torch.Gen
     Bilinear resampling with zero fill; differentiable in ``images``. The trainer applies it after
     ``random_translate`` to the real and the generated images alike (``TrainConfig.rotate``, off by default).
     """
-    if max_degrees <= 0:
+    return random_affine(images, max_degrees, 0.0, generator)
+
+
+def random_affine(images: torch.Tensor, max_degrees: float, max_scale: float = 0.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate each image about its centre by its own random angle in [-max_degrees, max_degrees] and scale it
+    by its own random factor in [1 - max_scale, 1 + max_scale] (0: no scaling, and no random draw for it).
+
+    Bilinear resampling with zero fill; differentiable in ``images``. The trainer's consistency term compares
+    Q's categories on real images with Q's categories on such copies (``TrainConfig.consistency``).
+    """
+    if max_degrees <= 0 and max_scale <= 0:
         return images
     b = images.shape[0]
     angle = (torch.rand(b, generator=generator, device=images.device) * 2 - 1) * math.radians(max_degrees)
-    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    cos, sin = angle.cos(), angle.sin()
+    if max_scale > 0:
+        scale = 1 + (torch.rand(b, generator=generator, device=images.device) * 2 - 1) * max_scale
+        cos, sin = cos / scale, sin / scale  # the sampling grid shrinks by the factor: the image grows by it
+    zero = torch.zeros_like(angle)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")

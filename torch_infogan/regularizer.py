@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from torch_infogan.codes import Code, format_codes, parse_codes, split_params
+from torch_infogan.codes import Categorical, Code, format_codes, parse_codes, split_params
 from torch_infogan.errors import InfoGANError
 from torch_infogan.qhead import QHead
 
@@ -452,6 +452,32 @@ class InfoRegularizer:
         self._bound_tensors = bounds.detach()
         self._bounds = None
         return -(weights * bounds).sum()
+
+    def consistency(self, images: torch.Tensor, augmented: torch.Tensor) -> torch.Tensor:
+        """Consistency of Q's categories on real images: the cross-entropy from Q's posterior over each
+        categorical code's categories on ``images`` (the target, no gradient) to Q's posterior on ``augmented``
+        (the same images transformed, e.g. by ``augment.random_affine``), averaged over the batch and summed
+        over the categorical codes (float32 scalar). Add it to the discriminator's loss: it asks Q (and the
+        trunk it shares with D) to name a real image's category from what survives the transformation.
+
+        Both discriminator forwards run inside ``untapped()``, in the discriminator's current mode and under
+        the caller's autocast; neither is ever taken for ``loss()``."""
+        categorical = [i for i, code in enumerate(self.codes) if isinstance(code, Categorical)]
+        if not categorical:
+            raise InfoGANError(f"consistency() needs a categorical code; the codes are {self.spec!r}")
+        self._attached()
+        with self.untapped():
+            with torch.no_grad():
+                target = split_params(self.codes, self.q(self.features(images)))
+            features = self.features(augmented)
+            if not self.train_trunk:
+                features = features.detach()
+            params = split_params(self.codes, self.q(features))
+        total = torch.zeros((), device=images.device)
+        for i in categorical:
+            probs = torch.softmax(target[i].float(), dim=1)
+            total = total - (probs * torch.log_softmax(params[i].float(), dim=1)).sum(1).mean()
+        return total
 
     def _trunk_free_features(self, args: tuple, kwargs: dict) -> torch.Tensor:
         """Re-run the discriminator with detached parameters and copied buffers, tapping the layer."""

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from torch_infogan.augment import random_rotate, random_translate
+from torch_infogan.augment import random_affine, random_rotate, random_translate
 from torch_infogan.checkpoint import load_checkpoint, save_checkpoint
 from torch_infogan.config import ConfigError, TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
@@ -26,6 +26,12 @@ from torch_infogan.evaluation import normalize
 from torch_infogan.models import TAP_LAYERS, build_models
 from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.runtime import Runtime
+
+
+#: The consistency term's transformation of real images (``TrainConfig.consistency``): turns of up to 20 degrees
+#: and scaling by up to 10%.
+CONSISTENCY_DEGREES = 20.0
+CONSISTENCY_SCALE = 0.1
 
 
 class TrainingStopped(Exception):
@@ -167,6 +173,7 @@ class Trainer:
         """
         info, config = self.info, self.config
         with self.runtime.autocast():
+            clean = real  # the batch as drawn, before noise and shifts: the consistency term's input
             latent, codes = info.sample(real.shape[0], generator=self.code_gen)
             fake = self.g_forward(latent)
             sigma = config.instance_noise * max(0.0, 1.0 - self.step_index / self.iterations)
@@ -181,6 +188,9 @@ class Trainer:
             gan_d = F.binary_cross_entropy_with_logits(d_real.float(), ones) \
                 + F.binary_cross_entropy_with_logits(d_fake.float(), zeros)
             loss_d, cr_on = gan_d + mi, False
+            if config.consistency > 0:  # Q names a real digit's category alike before and after a small turn
+                turned = random_affine(clean, CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.code_gen)
+                loss_d = loss_d + config.consistency * info.consistency(clean, turned)
             if self.contrastive is not None:
                 cr, cr_on = self.contrastive, self.contrastive.active(self.step_index)
                 latent_a, latent_b, shared = cr.pairs(real.shape[0], generator=self.code_gen)
