@@ -1,4 +1,4 @@
-"""The ``infogan`` command: train, evaluate, sample and traverse."""
+"""The ``infogan`` command: train, evaluate, rank, sample, traverse and explore."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def train(
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on GPUs and on CPUs with AMX, else fp32), fp32, or bf16 autocast (MI terms stay fp32).")] = None,
     translate: Annotated[Optional[int], typer.Option(help="Shift the images D sees by up to N pixels (0: off; mnist preset: 2).")] = None,
     rotate: Annotated[Optional[float], typer.Option(help="Turn the images D sees by up to N degrees after the shift (default 0: off).")] = None,
-    consistency: Annotated[Optional[float], typer.Option(help="Weight of the term that asks Q to name a real image's category alike before and after a small turn and scaling (mnist preset: 1; 0: off).")] = None,
+    consistency: Annotated[Optional[float], typer.Option(help="Weight of the term that asks Q to name a real image's category alike before and after a small turn and scaling (default 0: off; measured, not the default).")] = None,
     info_weight: Annotated[Optional[float], typer.Option(help="Weight of the MI term in both players' losses (shapes presets: 0.05).")] = None,
     contrastive: Annotated[Optional[float], typer.Option(help="Weight of InfoGAN-CR's contrastive term for G (0: off; shapes-cr: 2).")] = None,
     contrastive_start: Annotated[Optional[int], typer.Option(help="Iteration from which G is trained on the contrastive term (its classifier learns from the start).")] = None,
@@ -211,6 +211,59 @@ def _disentanglement(path: Path, data: str, data_root, split: str, metrics: str,
         out.mkdir(parents=True, exist_ok=True)
         plot_importance(result["dci"]["importance"], result["codes"], result["factors"], out / "dci_importance.png")
     return result
+
+
+@app.command()
+def rank(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints of the runs to compare, e.g. runs/seed*/checkpoint.safetensors.")],
+    data: Data = "mnist-10k",
+    data_root: DataRoot = None,
+    split: Split = "train",
+    code: Annotated[Optional[str], typer.Option(help="The categorical code to rank by, e.g. cat0 (default: the first).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list, best first, instead of a table.")] = False,
+    device: Device = "cpu",
+    seed: Seed = 0,
+) -> None:
+    """Rank runs by the label-free agreement of a categorical code on the data, best first: how to choose
+    among seeds without labels (docs/training.md). Accuracy is shown too where the data has labels."""
+    with user_errors():
+        import math
+
+        from torch_infogan.checkpoint import load_checkpoint
+        from torch_infogan.data import load_data
+        from torch_infogan.errors import InfoGANError
+        from torch_infogan.evaluation import check_image_shape, cluster_code_scores
+        from torch_infogan.runtime import resolve_device
+
+        dataset = load_data(data, data_root, split)
+        bar = progress_bar(len(checkpoints), len(checkpoints) < 2, "ranking")
+        rows = []
+        for path in checkpoints:
+            ckpt = load_checkpoint(path, resolve_device(device))
+            check_image_shape(dataset, ckpt.config["image_shape"])
+            scores = cluster_code_scores(ckpt.info, dataset, ckpt.config.get("normalization", "unit"), seed=seed)
+            key = code or next(iter(scores), None)
+            if key not in scores:
+                wanted = f"categorical code {code!r}" if code else "categorical code"
+                raise InfoGANError(f"{path} has no {wanted} to rank by (its codes: {ckpt.info.spec})")
+            k = ckpt.info.codes[ckpt.info.keys.index(key)].num_clusters
+            names = ("agreement", "real_mi", "usage", "confidence", "accuracy")
+            rows.append({"checkpoint": str(path), "code": key, "all_categories_used": scores[key]["usage"] > 0.9 * math.log(k),
+                         **{name: scores[key][name] for name in names if name in scores[key]}})
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+    rows.sort(key=lambda row: (row["all_categories_used"], row["agreement"]), reverse=True)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    typer.echo(f"{'rank':>4}{'agreement':>11}{'real MI':>9}{'usage':>8}{'accuracy':>10}  checkpoint")
+    for i, row in enumerate(rows, 1):
+        accuracy = f"{row['accuracy']:>10.4f}" if "accuracy" in row else f"{'-':>10}"
+        note = "" if row["all_categories_used"] else "  (uses few of its categories: agreement not comparable)"
+        typer.echo(f"{i:>4}{row['agreement']:>11.4f}{row['real_mi']:>9.3f}{row['usage']:>8.3f}{accuracy}  {row['checkpoint']}{note}")
+    typer.echo(f"best without labels: {rows[0]['checkpoint']} ({rows[0]['code']} agreement {rows[0]['agreement']:.4f})")
 
 
 @app.command()

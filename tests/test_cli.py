@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from conftest import MNIST_10K
 from torch_infogan.checkpoint import load_checkpoint
+from torch_infogan.data import load_data
 from torch_infogan.cli.main import app
 from torch_infogan.runtime import resolve_precision
 
@@ -83,6 +84,28 @@ def test_evaluate_data_without_labels_prints_the_label_free_scores(trained, tmp_
     table = runner.invoke(app, args + ["--out", str(tmp_path / "pictures")])
     assert table.exit_code == 0 and "(no labels)" in table.output
     assert not list((tmp_path / "pictures").glob("confusion_*.png"))  # no confusion matrix without labels
+
+
+def test_rank_orders_runs_by_agreement_and_names_the_best(trained, tiny_checkpoint, tmp_path):
+    out, _ = trained
+    images = load_data().images[:600].numpy()  # a small IDX folder of real digits, without labels
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (600, 28, 28))
+    (tmp_path / "images-idx3-ubyte").write_bytes(header + images.tobytes())
+    runs = [str(tiny_checkpoint), str(out / "checkpoint.safetensors")]
+    data = ["--data", f"idx:{tmp_path}"]
+    result = runner.invoke(app, ["rank", *runs, *data, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)  # the progress bar goes to stderr
+    assert sorted(row["checkpoint"] for row in rows) == sorted(runs)
+    assert [row["agreement"] for row in rows] == sorted((row["agreement"] for row in rows), reverse=True)
+    assert all("accuracy" not in row for row in rows)  # no labels here
+    for row in rows:  # the same score evaluate prints
+        evaluated = json.loads(runner.invoke(app, ["evaluate", row["checkpoint"], *data, "--json"]).output)
+        assert row["agreement"] == evaluated["codes"]["cat0"]["agreement"]
+    table = runner.invoke(app, ["rank", *runs, *data])
+    assert f"best without labels: {rows[0]['checkpoint']}" in table.output
+    bad = runner.invoke(app, ["rank", runs[0], "--code", "unif1", *data])
+    assert bad.exit_code != 0 and "no categorical code 'unif1'" in bad.output
 
 
 def test_sample_and_traverse(trained, tmp_path):

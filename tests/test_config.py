@@ -16,7 +16,7 @@ def test_the_defaults_are_the_mnist_preset():
 
 def test_paper_mnist_is_the_papers_recipe():
     paper = preset_config("paper-mnist")
-    assert (paper.iterations, paper.precision, paper.translate, paper.consistency) == (5000, "fp32", 0, 0.0)
+    assert (paper.iterations, paper.precision, paper.translate) == (5000, "fp32", 0)
     assert (paper.batch_size, paper.lr_g, paper.lr_d, paper.beta1, paper.noise_dim, paper.codes) == \
         (128, 1e-3, 2e-4, 0.5, 62, "cat:10,unif:2")
     changed = {k for k, v in asdict(paper).items() if v != asdict(TrainConfig())[k]}
@@ -53,8 +53,3 @@ def test_messages_do_not_name_command_line_flags():
 
 def test_training_stopped_is_not_a_value_error():
     assert not issubclass(TrainingStopped, (ValueError, InfoGANError))
-
-
-def test_only_the_default_preset_has_the_consistency_term():
-    assert preset_config("mnist").consistency == 1.0
-    assert all(preset_config(name).consistency == 0.0 for name in PRESETS if name != "mnist")

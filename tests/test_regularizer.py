@@ -289,3 +289,18 @@ def test_consistency_needs_a_categorical_code():
     info, _, _ = _setup("unif:2")
     with pytest.raises(InfoGANError, match="needs a categorical code"):
         info.consistency(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28))
+
+
+def test_the_trainers_consistency_option_changes_the_discriminators_step():
+    from torch_infogan.config import preset_config
+    from torch_infogan.trainer import Trainer
+
+    def discriminator_after_one_step(weight):
+        trainer = Trainer(preset_config("mnist", limit=128, batch_size=16, consistency=weight, device="cpu",
+                                        precision="fp32"))
+        trainer.step()
+        return torch.cat([p.detach().flatten() for p in trainer.discriminator.parameters()])
+
+    off, on, again = (discriminator_after_one_step(w) for w in (0.0, 1.0, 1.0))
+    assert torch.isfinite(on).all() and not torch.equal(off, on)
+    assert torch.equal(on, again)  # seeded: the turns and scales are drawn from the run's own generator

@@ -143,19 +143,3 @@ def test_skip_mode_skips_a_bad_real_batch_for_both_players(tmp_path, monkeypatch
     tensors = load_file(str(tmp_path / "checkpoint.safetensors"))
     assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
     assert json.loads(read_metadata(tmp_path / "checkpoint.safetensors")["config"])["skipped"] == 1
-
-
-def test_a_checkpoint_from_before_the_consistency_term_resumes_without_it(tmp_path):
-    from safetensors.torch import save_file
-
-    from torch_infogan.config import resume_config
-    from torch_infogan.trainer import Trainer
-
-    trainer = Trainer(preset_config("mnist", limit=64, batch_size=16, iterations=1))
-    path = trainer.save(tmp_path / "checkpoint.safetensors")
-    metadata = read_metadata(path)
-    config = json.loads(metadata["config"])
-    del config["train"]["consistency"]  # as written before the field existed
-    save_file(load_file(path), path, metadata={**metadata, "config": json.dumps(config)})
-    assert resume_config(tmp_path).consistency == 0.0
-    assert resume_config(tmp_path, consistency=1.0).consistency == 1.0

@@ -72,21 +72,30 @@ def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, norma
     """Per code that clusters (``cluster()`` is not None, e.g. a categorical code): the label-free scores
     (``label_free_scores``, ``agreement``) and, where ``data`` has labels, accuracy after Hungarian matching,
     NMI, ARI and the confusion matrix; and every code's MI bound. ``labelled`` says whether labels were used."""
-    params = encode(info, data.images, batch_size, normalization)
-    labels = None if data.labels is None else data.labels.numpy()
-    result: dict = {"dataset": data.name, "split": data.split, "n": int(len(data)), "labelled": labels is not None,
-                    "codes": {}}
-    for key, code, part in zip(info.keys, info.codes, split_params(info.codes, params)):
-        assigned = code.cluster(part)
-        if assigned is not None:
-            result["codes"][key] = {} if labels is None else cluster_scores(assigned.long().numpy(), labels,
-                                                                            code.num_clusters)
-            result["codes"][key].update(label_free_scores(code.posterior(part)))
-            result["codes"][key]["agreement"] = neighbour_agreement(data.images, assigned.long().numpy(), seed=seed)
+    result: dict = {"dataset": data.name, "split": data.split, "n": int(len(data)),
+                    "labelled": data.labels is not None,
+                    "codes": cluster_code_scores(info, data, normalization, batch_size, seed)}
     result["bounds"] = estimate_bounds(generator, info, seed=seed)
     result["bounds_fitted"] = estimate_bounds(generator, info, seed=seed, fitted=True)
     result["entropies"] = info.entropies()
     return result
+
+
+def cluster_code_scores(info: InfoRegularizer, data: ImageData, normalization: str = "unit",
+                        batch_size: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """``evaluate``'s per-code scores alone (no MI bounds, no generator): for each code that clusters, the
+    label-free scores and ``agreement``, and accuracy, NMI, ARI, mapping, confusion and merges where ``data``
+    has labels."""
+    params = encode(info, data.images, batch_size, normalization)
+    labels = None if data.labels is None else data.labels.numpy()
+    scores = {}
+    for key, code, part in zip(info.keys, info.codes, split_params(info.codes, params)):
+        assigned = code.cluster(part)
+        if assigned is not None:
+            scores[key] = {} if labels is None else cluster_scores(assigned.long().numpy(), labels, code.num_clusters)
+            scores[key].update(label_free_scores(code.posterior(part)))
+            scores[key]["agreement"] = neighbour_agreement(data.images, assigned.long().numpy(), seed=seed)
+    return scores
 
 
 def label_free_scores(posterior: dict[str, torch.Tensor]) -> dict[str, float]:
