@@ -60,8 +60,8 @@ def train(
                      limit=limit, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
                      iterations=iterations, epochs=epochs, seed=seed, device=device, precision=precision,
                      translate=translate, rotate=rotate, consistency=consistency, info_weight=info_weight,
-                     contrastive=contrastive, contrastive_start=contrastive_start, contrastive_gap=contrastive_gap, compile=compile,
-                     log_every=log_every, checkpoint_every=checkpoint_every,
+                     contrastive=contrastive, contrastive_start=contrastive_start, contrastive_gap=contrastive_gap,
+                     compile=compile, log_every=log_every, checkpoint_every=checkpoint_every,
                      on_nonfinite=on_nonfinite, sync_bn=sync_bn)
     with user_errors():
         from torch_infogan.config import ConfigError, preset_config, resume_config
@@ -248,7 +248,8 @@ def rank(
                 raise InfoGANError(f"{path} has no {wanted} to rank by (its codes: {ckpt.info.spec})")
             k = ckpt.info.codes[ckpt.info.keys.index(key)].num_clusters
             names = ("agreement", "real_mi", "usage", "confidence", "accuracy")
-            rows.append({"checkpoint": str(path), "code": key, "all_categories_used": scores[key]["usage"] > 0.9 * math.log(k),
+            used = scores[key]["usage"] > 0.9 * math.log(k)  # one category for everything would agree fully
+            rows.append({"checkpoint": str(path), "code": key, "all_categories_used": used,
                          **{name: scores[key][name] for name in names if name in scores[key]}})
             if bar is not None:
                 bar.update()
@@ -262,7 +263,8 @@ def rank(
     for i, row in enumerate(rows, 1):
         accuracy = f"{row['accuracy']:>10.4f}" if "accuracy" in row else f"{'-':>10}"
         note = "" if row["all_categories_used"] else "  (uses few of its categories: agreement not comparable)"
-        typer.echo(f"{i:>4}{row['agreement']:>11.4f}{row['real_mi']:>9.3f}{row['usage']:>8.3f}{accuracy}  {row['checkpoint']}{note}")
+        typer.echo(f"{i:>4}{row['agreement']:>11.4f}{row['real_mi']:>9.3f}{row['usage']:>8.3f}{accuracy}  "
+                   f"{row['checkpoint']}{note}")
     typer.echo(f"best without labels: {rows[0]['checkpoint']} ({rows[0]['code']} agreement {rows[0]['agreement']:.4f})")
 
 

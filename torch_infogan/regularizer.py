@@ -465,7 +465,6 @@ class InfoRegularizer:
         categorical = [i for i, code in enumerate(self.codes) if isinstance(code, Categorical)]
         if not categorical:
             raise InfoGANError(f"consistency() needs a categorical code; the codes are {self.spec!r}")
-        self._attached()
         with self.untapped():
             with torch.no_grad():
                 target = split_params(self.codes, self.q(self.features(images)))
