@@ -124,7 +124,8 @@ def train(
                 typer.echo(f"{key}: accuracy {scores['accuracy']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}  "
                            f"agreement {scores['agreement']:.4f}")
             else:
-                typer.echo(f"{key}: agreement {scores['agreement']:.4f}  real MI {scores['real_mi']:.4f}  (no labels)")
+                typer.echo(f"{key}: agreement {scores['agreement']:.4f}  real MI {scores['real_mi']:.4f}  "
+                           f"usage {scores['usage']:.3f}  (no labels)")
     typer.echo(f"wrote {result.out}/: {', '.join(p.name for p in result.files)}")
     if result.disentanglement:
         s = result.disentanglement
@@ -248,21 +249,23 @@ def rank(
                 raise InfoGANError(f"{path} has no {wanted} to rank by (its codes: {ckpt.info.spec})")
             k = ckpt.info.codes[ckpt.info.keys.index(key)].num_clusters
             names = ("agreement", "real_mi", "usage", "confidence", "accuracy")
-            used = scores[key]["usage"] > 0.9 * math.log(k)  # one category for everything would agree fully
-            rows.append({"checkpoint": str(path), "code": key, "all_categories_used": used,
+            # One category for everything, or a Q that is unsure of every image (its argmax still follows the
+            # pixels smoothly), agrees with the neighbours too: rank only runs whose categories carry information.
+            informative = scores[key]["real_mi"] >= 0.5 * math.log(k)
+            rows.append({"checkpoint": str(path), "code": key, "informative": informative,
                          **{name: scores[key][name] for name in names if name in scores[key]}})
             if bar is not None:
                 bar.update()
         if bar is not None:
             bar.close()
-    rows.sort(key=lambda row: (row["all_categories_used"], row["agreement"]), reverse=True)
+    rows.sort(key=lambda row: (row["informative"], row["agreement"]), reverse=True)
     if as_json:
         typer.echo(json.dumps(rows))
         return
     typer.echo(f"{'rank':>4}{'agreement':>11}{'real MI':>9}{'usage':>8}{'accuracy':>10}  checkpoint")
     for i, row in enumerate(rows, 1):
         accuracy = f"{row['accuracy']:>10.4f}" if "accuracy" in row else f"{'-':>10}"
-        note = "" if row["all_categories_used"] else "  (uses few of its categories: agreement not comparable)"
+        note = "" if row["informative"] else "  (real MI under half of ln k: agreement not comparable)"
         typer.echo(f"{i:>4}{row['agreement']:>11.4f}{row['real_mi']:>9.3f}{row['usage']:>8.3f}{accuracy}  "
                    f"{row['checkpoint']}{note}")
     typer.echo(f"best without labels: {rows[0]['checkpoint']} ({rows[0]['code']} agreement {rows[0]['agreement']:.4f})")

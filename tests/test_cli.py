@@ -1,6 +1,7 @@
 """The `infogan` command end to end on a slice of mnist-10k, and its errors."""
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -100,8 +101,11 @@ def test_rank_orders_runs_by_agreement_and_names_the_best(trained, tiny_checkpoi
     for row in rows:  # the same score evaluate prints
         evaluated = json.loads(runner.invoke(app, ["evaluate", row["checkpoint"], *data, "--json"]).output)
         assert row["agreement"] == evaluated["codes"]["cat0"]["agreement"]
+    # a few steps in, Q is unsure of every digit: its runs are marked as not comparable by agreement
+    assert all(not row["informative"] and row["real_mi"] < 0.5 * math.log(10) for row in rows)
     table = runner.invoke(app, ["rank", *runs, *data])
     assert f"best without labels: {rows[0]['checkpoint']}" in table.output
+    assert table.output.count("agreement not comparable") == 2
     bad = runner.invoke(app, ["rank", runs[0], "--code", "unif1", *data])
     assert bad.exit_code != 0 and "no categorical code 'unif1'" in bad.output
 
