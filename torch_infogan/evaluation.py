@@ -118,7 +118,8 @@ def neighbour_agreement(images: torch.Tensor, assigned: np.ndarray, k: int = 10,
     """The share of real images' ``k`` nearest neighbours (cosine similarity of the pixels) that fall in the
     same category as the image itself: high when the categories follow the groups the data forms on its own,
     lower when a category cuts a group in two. Merging groups does not lower it (one category for everything
-    scores 1.0), so compare it between models that use all their categories. Computed without labels, on at most
+    scores 1.0), nor does a Q unsure of every image (its argmax still follows the pixels smoothly), so compare it
+    between models whose categories carry information (``real_mi`` near ln k). Computed without labels, on at most
     ``limit`` images (a seeded random subset) and their neighbours among the same images."""
     n = images.shape[0]
     rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit] if n > limit else torch.arange(n)
