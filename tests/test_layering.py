@@ -71,7 +71,7 @@ for name in RUNTIME_FILES:
     (runtime / name).write_text("")
 Explorer.wait = lambda self: (_ for _ in ()).throw(KeyboardInterrupt)  # Ctrl-C as soon as the page is served
 web = ["--runtime", str(runtime), "--bounds-samples", "10"]
-runs = [(app, ["evaluate", ckpt]), (app, ["sample", ckpt, "-o", out + "/s.png", "-n", "4"]),
+runs = [(app, ["evaluate", ckpt]), (app, ["rank", ckpt]), (app, ["sample", ckpt, "-o", out + "/s.png", "-n", "4"]),
         (app, ["traverse", ckpt, "-o", out + "/t"]), (export_app, ["weights", ckpt, "-o", out + "/w.safetensors"]),
         (export_app, ["hdf5", ckpt, "-o", out + "/f.h5", "--quiet"]), (export_app, ["web", ckpt, "-o", out + "/site", *web]),
         (app, ["explore", ckpt, "--port", "0", "--no-browser", *web])]
