@@ -474,7 +474,7 @@ class InfoRegularizer:
             params = split_params(self.codes, self.q(features))
         total = torch.zeros((), device=images.device)
         for i in categorical:
-            probs = torch.softmax(target[i].float(), dim=1)
+            probs = self.codes[i].posterior(target[i])["probs"]
             total = total - (probs * torch.log_softmax(params[i].float(), dim=1)).sum(1).mean()
         return total
 
