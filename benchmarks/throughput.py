@@ -157,7 +157,7 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast")
-    parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile (in bf16 with --bf16)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     data = load_data()
@@ -166,8 +166,10 @@ def main():
                 "torch-infogan": (ours(data, args.batch_size, device), "fp32")}
     if args.bf16:
         variants["torch-infogan bf16 autocast"] = (ours(data, args.batch_size, device, "bf16"), "bf16")
-    if args.compile:
-        variants["torch-infogan compile"] = (ours(data, args.batch_size, device, compile=True), "fp32")
+    if args.compile:  # compiled in the precision of the last variant measured
+        precision = "bf16" if args.bf16 else "fp32"
+        variants[f"torch-infogan compile {precision}"] = (ours(data, args.batch_size, device, precision, compile=True),
+                                                         precision)
     flops = {name: step_flops(step) / args.batch_size for name, (step, _) in variants.items()}
     best = {name: 0.0 for name in variants}
     rates = {"fp32": 0.0, "bf16": 0.0}
