@@ -228,12 +228,10 @@ def rank(
     """Rank runs by the label-free agreement of a categorical code on the data, best first: how to choose
     among seeds without labels (docs/training.md). Accuracy is shown too where the data has labels."""
     with user_errors():
-        import math
-
         from torch_infogan.checkpoint import load_checkpoint
         from torch_infogan.data import load_data
         from torch_infogan.errors import InfoGANError
-        from torch_infogan.evaluation import check_image_shape, cluster_code_scores
+        from torch_infogan.evaluation import check_image_shape, rank_runs, run_score
         from torch_infogan.runtime import resolve_device
 
         dataset = load_data(data, data_root, split)
@@ -242,23 +240,16 @@ def rank(
         for path in checkpoints:
             ckpt = load_checkpoint(path, resolve_device(device))
             check_image_shape(dataset, ckpt.config["image_shape"])
-            scores = cluster_code_scores(ckpt.info, dataset, ckpt.config.get("normalization", "unit"), seed=seed)
-            key = code or next(iter(scores), None)
-            if key not in scores:
-                wanted = f"categorical code {code!r}" if code else "categorical code"
-                raise InfoGANError(f"{path} has no {wanted} to rank by (its codes: {ckpt.info.spec})")
-            k = ckpt.info.codes[ckpt.info.keys.index(key)].num_clusters
-            names = ("agreement", "real_mi", "usage", "confidence", "accuracy")
-            # One category for everything, or a Q that is unsure of every image (its argmax still follows the
-            # pixels smoothly), agrees with the neighbours too: rank only runs whose categories carry information.
-            informative = scores[key]["real_mi"] >= 0.5 * math.log(k)
-            rows.append({"checkpoint": str(path), "code": key, "informative": informative,
-                         **{name: scores[key][name] for name in names if name in scores[key]}})
+            try:
+                score = run_score(ckpt.info, dataset, ckpt.config.get("normalization", "unit"), code, seed)
+            except InfoGANError as exc:
+                raise InfoGANError(f"{path}: {exc}") from exc
+            rows.append({"checkpoint": str(path), **score})
             if bar is not None:
                 bar.update()
         if bar is not None:
             bar.close()
-    rows.sort(key=lambda row: (row["informative"], row["agreement"]), reverse=True)
+    rows = rank_runs(rows)
     if as_json:
         typer.echo(json.dumps(rows))
         return

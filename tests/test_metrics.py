@@ -121,3 +121,26 @@ def test_neighbour_agreement_rewards_categories_that_follow_the_datas_own_groups
     assert neighbour_agreement(images, random) < 0.45
     # on a subset: the same answer for the categories that follow the groups
     assert neighbour_agreement(images, groups.numpy(), limit=200) == 1.0
+
+
+def test_run_score_and_rank_runs_compare_informative_runs_by_agreement():
+    from torch_infogan.errors import InfoGANError
+    from torch_infogan.evaluation import rank_runs, run_score
+
+    labels = torch.arange(500) % 10
+    images = (labels.view(-1, 1, 1, 1) * 20).expand(-1, 1, 4, 4).clone().to(torch.uint8)
+    images[:, 0, 0, 0] = labels.to(torch.uint8)  # the pixel the oracle reads
+    _, info = _label_oracle_model(torch.randperm(10))
+    with torch.no_grad():
+        info.q.net[0].weight.mul_(0.01)  # logits 0.1 and 0: the right digit, but hardly above the others
+    unsure = run_score(info, ImageData(images, None, "synthetic"))
+    assert unsure["code"] == "cat0" and not unsure["informative"] and "accuracy" not in unsure
+    with torch.no_grad():
+        info.q.net[0].weight.mul_(100)  # the same categories, confident
+    sure = run_score(info, ImageData(images, labels, "synthetic"))
+    assert sure["informative"] and sure["real_mi"] > 0.5 * math.log(10) and sure["accuracy"] == 1.0
+    rows = [dict(unsure, name="unsure", agreement=1.0), dict(sure, name="sure", agreement=0.5),
+            dict(sure, name="surer", agreement=0.9)]
+    assert [row["name"] for row in rank_runs(rows)] == ["surer", "sure", "unsure"]
+    with pytest.raises(InfoGANError, match="no categorical code 'unif1'"):
+        run_score(info, ImageData(images, labels, "synthetic"), code="unif1")

@@ -3,6 +3,8 @@ disentanglement metrics on data with known factors."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -96,6 +98,33 @@ def cluster_code_scores(info: InfoRegularizer, data: ImageData, normalization: s
             scores[key].update(label_free_scores(code.posterior(part)))
             scores[key]["agreement"] = neighbour_agreement(data.images, assigned.long().numpy(), seed=seed)
     return scores
+
+
+def run_score(info: InfoRegularizer, data: ImageData, normalization: str = "unit", code: str | None = None,
+              seed: int = 0) -> dict:
+    """One run's label-free score for choosing among runs (``rank_runs``): ``agreement``, ``real_mi``, ``usage``
+    and ``confidence`` of the categorical ``code`` (default: the first) on ``data``, ``accuracy`` where ``data``
+    has labels, and ``informative``: whether its categories carry at least half of ln k nats about the images.
+
+    Only informative runs are compared by agreement: one category for everything, or a Q unsure of every image
+    (its argmax still follows the pixels smoothly), agrees with the neighbours too. Neither is agreement
+    comparable across recipes that train on a neighbour term themselves (docs/training.md)."""
+    scores = cluster_code_scores(info, data, normalization, seed=seed)
+    key = code or next(iter(scores), None)
+    if key not in scores:
+        wanted = f"categorical code {code!r}" if code else "categorical code"
+        raise InfoGANError(f"no {wanted} to rank by (codes: {info.spec})")
+    k = info.codes[info.keys.index(key)].num_clusters
+    row = {"code": key, "informative": scores[key]["real_mi"] >= 0.5 * math.log(k)}
+    row.update({name: scores[key][name] for name in ("agreement", "real_mi", "usage", "confidence", "accuracy")
+                if name in scores[key]})
+    return row
+
+
+def rank_runs(rows: list[dict]) -> list[dict]:
+    """``run_score`` rows (with any extra keys, e.g. the checkpoint), best first: informative runs by
+    agreement, then the others by agreement."""
+    return sorted(rows, key=lambda row: (row["informative"], row["agreement"]), reverse=True)
 
 
 def label_free_scores(posterior: dict[str, torch.Tensor]) -> dict[str, float]:
