@@ -167,7 +167,7 @@ def evaluate(
         from torch_infogan.checkpoint import load_checkpoint
         from torch_infogan.data import load_data
         from torch_infogan.evaluation import check_image_shape, evaluate as run_evaluation, format_table
-        from torch_infogan.pictures import plot_confusion
+        from torch_infogan.pictures import plot_confusions
         from torch_infogan.runtime import resolve_device
 
         ckpt = load_checkpoint(checkpoint, resolve_device(device))
@@ -176,9 +176,7 @@ def evaluate(
         result = run_evaluation(ckpt.generator, ckpt.info, dataset, ckpt.config.get("normalization", "unit"), seed=seed)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            for key, scores in result["codes"].items():
-                if "confusion" in scores:
-                    plot_confusion(scores["confusion"], out / f"confusion_{key}.png", f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"])
+            plot_confusions(result, out)
     if as_json:
         typer.echo(json.dumps(result))
     else:

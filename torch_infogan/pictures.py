@@ -136,6 +136,14 @@ def plot_bounds(records: list[dict], entropies: dict[str, float], path: str | Pa
     return Path(path)
 
 
+def plot_confusions(evaluation: dict, out: str | Path) -> list[Path]:
+    """``confusion_<key>.png`` in ``out`` for each code of an ``evaluate`` result scored against labels (none
+    without labels)."""
+    return [plot_confusion(scores["confusion"], Path(out) / f"confusion_{key}.png",
+                           f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"])
+            for key, scores in evaluation["codes"].items() if "confusion" in scores]
+
+
 def plot_confusion(table, path: str | Path, title: str = "category vs label", mapping: dict | None = None) -> Path:
     """Confusion matrix of categories (rows) against labels; with ``mapping`` ({category: label}, from
     Hungarian matching) rows are ordered by their matched label, so a perfect code is diagonal."""

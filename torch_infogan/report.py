@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch_infogan.errors import InfoGANError
 from torch_infogan.evaluation import disentanglement, evaluate, format_table
-from torch_infogan.pictures import (code_rows_grid, plot_bounds, plot_confusion, plot_importance, sample_grid,
+from torch_infogan.pictures import (code_rows_grid, plot_bounds, plot_confusions, plot_importance, sample_grid,
                                     traversal_grid, traversal_names)
 from torch_infogan.trainer import FitResult, Trainer
 
@@ -33,11 +33,7 @@ def write_report(trainer: Trainer, fit: FitResult, out: str | Path
         evaluation = evaluate(generator, info, trainer.full_data)
         (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
         files.append(out / "evaluation.json")
-        for key, scores in evaluation["codes"].items():
-            if "confusion" not in scores:  # no labels: the label-free scores only
-                continue
-            files.append(plot_confusion(scores["confusion"], out / f"confusion_{key}.png",
-                                        f"{key}: accuracy {scores['accuracy']:.3f}", scores["mapping"]))
+        files.extend(plot_confusions(evaluation, out))
     scores, skipped = None, None
     if trainer.full_data.factors is not None:
         points = min(20000, len(trainer.full_data))
