@@ -59,7 +59,7 @@ def test_checkpoint_reloads_in_a_fresh_process(trained):
     assert ckpt.optimizer_state["d"]["state"]
 
 
-def test_evaluate_matches_the_end_of_training(trained):
+def test_evaluate_matches_the_end_of_training(trained, tmp_path):
     out, _ = trained
     result = runner.invoke(app, ["evaluate", str(out / "checkpoint.safetensors"), "--json"])
     assert result.exit_code == 0, result.output
@@ -68,8 +68,9 @@ def test_evaluate_matches_the_end_of_training(trained):
     for key in ("accuracy", "nmi", "ari"):
         assert evaluated["codes"]["cat0"][key] == pytest.approx(at_training["codes"]["cat0"][key], abs=1e-9)
     assert evaluated["bounds"] == pytest.approx(at_training["bounds"], abs=1e-5)
-    table = runner.invoke(app, ["evaluate", str(out / "checkpoint.safetensors")])
+    table = runner.invoke(app, ["evaluate", str(out / "checkpoint.safetensors"), "--out", str(tmp_path / "pictures")])
     assert "accuracy" in table.output and "cat0" in table.output
+    assert [p.name for p in (tmp_path / "pictures").iterdir()] == ["confusion_cat0.png"]  # as training drew it
 
 
 def test_evaluate_data_without_labels_prints_the_label_free_scores(trained, tmp_path):
