@@ -86,11 +86,9 @@ def main() -> None:
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run_in_worker, args.threads, args.preset, seed, args.device, args.eval_every,
                                overrides, args.save) for seed in args.seeds]
-        finished = (f.result() for f in concurrent.futures.as_completed(futures)) if args.jobs > 1 \
-            else (f.result() for f in futures)
-        for row in finished:
-            rows.append(row)
-            _print_row(row)
+        for future in concurrent.futures.as_completed(futures):
+            rows.append(future.result())
+            _print_row(rows[-1])
     rows.sort(key=lambda r: args.seeds.index(r["seed"]))
     accs = [r["accuracy"] for r in rows]
     print(f"accuracy: median {statistics.median(accs):.4f}, mean {statistics.mean(accs):.4f}, "
