@@ -106,7 +106,7 @@ def test_label_free_scores_known_answers():
 
 
 def test_neighbour_agreement_rewards_categories_that_follow_the_datas_own_groups():
-    from torch_infogan.evaluation import neighbour_agreement
+    from torch_infogan.evaluation import neighbour_agreement, pixel_neighbours
 
     gen = torch.Generator().manual_seed(0)
     groups = torch.arange(600) % 3  # three groups of images, each around its own random pattern
@@ -121,6 +121,11 @@ def test_neighbour_agreement_rewards_categories_that_follow_the_datas_own_groups
     assert neighbour_agreement(images, random) < 0.45
     # on a subset: the same answer for the categories that follow the groups
     assert neighbour_agreement(images, groups.numpy(), limit=200) == 1.0
+    # neighbours found once and handed over: the same scores for every categorization
+    neighbours = pixel_neighbours(images)
+    assert neighbours[1].shape == (600, 10)
+    for assigned in (groups.numpy(), merged, split, random):
+        assert neighbour_agreement(images, assigned, neighbours=neighbours) == neighbour_agreement(images, assigned)
 
 
 def test_run_score_and_rank_runs_compare_informative_runs_by_agreement():

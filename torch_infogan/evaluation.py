@@ -90,13 +90,16 @@ def cluster_code_scores(info: InfoRegularizer, data: ImageData, normalization: s
     has labels."""
     params = encode(info, data.images, batch_size, normalization)
     labels = None if data.labels is None else data.labels.numpy()
-    scores = {}
+    scores, neighbours = {}, None
     for key, code, part in zip(info.keys, info.codes, split_params(info.codes, params)):
         assigned = code.cluster(part)
         if assigned is not None:
             scores[key] = {} if labels is None else cluster_scores(assigned.long().numpy(), labels, code.num_clusters)
             scores[key].update(label_free_scores(code.posterior(part)))
-            scores[key]["agreement"] = neighbour_agreement(data.images, assigned.long().numpy(), seed=seed)
+            if neighbours is None:  # the images' neighbours are the same for every code: found once
+                neighbours = pixel_neighbours(data.images, seed=seed)
+            scores[key]["agreement"] = neighbour_agreement(data.images, assigned.long().numpy(), seed=seed,
+                                                           neighbours=neighbours)
     return scores
 
 
@@ -142,14 +145,11 @@ def label_free_scores(posterior: dict[str, torch.Tensor]) -> dict[str, float]:
     return {"usage": usage, "confidence": float(probs.max(1).values.mean()), "real_mi": usage - conditional}
 
 
-def neighbour_agreement(images: torch.Tensor, assigned: np.ndarray, k: int = 10, limit: int = 10000,
-                        seed: int = 0) -> float:
-    """The share of real images' ``k`` nearest neighbours (cosine similarity of the pixels) that fall in the
-    same category as the image itself: high when the categories follow the groups the data forms on its own,
-    lower when a category cuts a group in two. Merging groups does not lower it (one category for everything
-    scores 1.0), nor does a Q unsure of every image (its argmax still follows the pixels smoothly), so compare it
-    between models whose categories carry information (``real_mi`` near ln k). Computed without labels, on at most
-    ``limit`` images (a seeded random subset) and their neighbours among the same images."""
+def pixel_neighbours(images: torch.Tensor, k: int = 10, limit: int = 10000,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, neighbours)``: at most ``limit`` of the images (a seeded random subset when there are more; their
+    indices in ``rows``) and, for each, the positions in ``rows`` of its ``k`` nearest others by cosine similarity
+    of the pixels."""
     n = images.shape[0]
     rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit] if n > limit else torch.arange(n)
     x = images[rows].reshape(len(rows), -1).float()
@@ -157,14 +157,26 @@ def neighbour_agreement(images: torch.Tensor, assigned: np.ndarray, k: int = 10,
     k = min(k, len(rows) - 1)
     if k < 1:
         raise InfoGANError("neighbour agreement needs at least two images")
-    category = torch.as_tensor(assigned)[rows]
-    same = 0
+    parts = []
     for start in range(0, len(rows), 2000):
         sim = x[start:start + 2000] @ x.T
         sim[torch.arange(sim.shape[0]), torch.arange(start, start + sim.shape[0])] = -2.0  # not its own neighbour
-        neighbours = sim.topk(k, dim=1).indices
-        same += int((category[neighbours] == category[start:start + 2000, None]).sum())
-    return same / (len(rows) * k)
+        parts.append(sim.topk(k, dim=1).indices)
+    return rows, torch.cat(parts)
+
+
+def neighbour_agreement(images: torch.Tensor, assigned: np.ndarray, k: int = 10, limit: int = 10000,
+                        seed: int = 0, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+    """The share of real images' ``k`` nearest neighbours (cosine similarity of the pixels) that fall in the
+    same category as the image itself: high when the categories follow the groups the data forms on its own,
+    lower when a category cuts a group in two. Merging groups does not lower it (one category for everything
+    scores 1.0), nor does a Q unsure of every image (its argmax still follows the pixels smoothly), so compare it
+    between models whose categories carry information (``real_mi`` near ln k). Computed without labels, on at most
+    ``limit`` images (a seeded random subset) and their neighbours among the same images; ``neighbours``, from
+    ``pixel_neighbours(images, k, limit, seed)``, saves finding them again."""
+    rows, found = neighbours if neighbours is not None else pixel_neighbours(images, k, limit, seed)
+    category = torch.as_tensor(assigned)[rows]
+    return int((category[found] == category[:, None]).sum()) / found.numel()
 
 
 def format_table(result: dict) -> str:
