@@ -33,6 +33,7 @@ def test_paper_mnist_is_the_papers_recipe():
     ("translate", -2, "translate must be >= 0 pixels"),
     ("epochs", 0.0, "epochs must be > 0"),
     ("consistency", -1.0, "consistency must be >= 0"),
+    ("iic", -1.0, "iic must be >= 0"),
 ])
 def test_a_bad_value_is_refused_where_the_configuration_is_made(field, value, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)) as made:

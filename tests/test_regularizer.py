@@ -1,4 +1,5 @@
 import copy
+import math
 
 import pytest
 import torch
@@ -291,16 +292,87 @@ def test_consistency_needs_a_categorical_code():
         info.consistency(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28))
 
 
-def test_the_trainers_consistency_option_changes_the_discriminators_step():
+@pytest.mark.parametrize("option", ["consistency", "iic"])
+def test_the_trainers_real_image_terms_change_the_discriminators_step(option):
     from torch_infogan.config import preset_config
     from torch_infogan.trainer import Trainer
 
     def discriminator_after_one_step(weight):
-        trainer = Trainer(preset_config("mnist", limit=128, batch_size=16, consistency=weight, device="cpu",
-                                        precision="fp32"))
+        trainer = Trainer(preset_config("mnist", limit=128, batch_size=16, device="cpu", precision="fp32",
+                                        **{"consistency": 0.0, "iic": 0.0, option: weight}))
         trainer.step()
         return torch.cat([p.detach().flatten() for p in trainer.discriminator.parameters()])
 
     off, on, again = (discriminator_after_one_step(w) for w in (0.0, 1.0, 1.0))
     assert torch.isfinite(on).all() and not torch.equal(off, on)
     assert torch.equal(on, again)  # seeded: the turns and scales are drawn from the run's own generator
+
+
+def test_iic_is_minus_the_mutual_information_of_the_two_views_categories():
+    from torch_infogan import split_params
+
+    info, G, D = _setup("cat:10,unif:2,cat:3")
+    D.eval()  # fixed statistics: Q's outputs can be recomputed outside
+    with torch.no_grad():
+        D.info_q.net[-1].weight.mul_(200)  # confident posteriors: an information well away from zero
+    real = torch.rand(8, 1, 28, 28)
+    turned = (real + 0.3 * torch.rand(8, 1, 28, 28)).clamp(0, 1)
+    value = info.iic(real, turned)
+    expected = 0.0
+    with torch.no_grad():
+        a, b = (split_params(info.codes, D.info_q(D.trunk(x))) for x in (real, turned))
+    for part in (0, 2):  # the two categorical codes
+        p, q = torch.softmax(a[part], 1), torch.softmax(b[part], 1)
+        k = p.shape[1]
+        joint = torch.zeros(k, k)
+        for i in range(8):  # the batch mean of the outer products, made symmetric
+            joint += torch.outer(p[i], q[i]) / 8
+        joint = (joint + joint.t()) / 2
+        rows = joint.sum(1)
+        expected -= float((joint * (joint / rows[:, None] / rows[None, :]).log()).sum())
+    assert float(value) == pytest.approx(expected, rel=1e-4)
+    assert -(math.log(10) + math.log(3)) <= float(value) < -0.01
+
+
+def test_paired_information_is_ln_k_for_confident_balanced_consistent_categories_and_zero_for_one():
+    from torch_infogan.regularizer import _paired_information
+
+    balanced = torch.eye(4).repeat(2, 1)  # each of 4 categories twice, named with certainty
+    assert float(_paired_information(balanced, balanced)) == pytest.approx(math.log(4), abs=1e-5)
+    # the copy named by the next category each time: the symmetric joint keeps only half of the information
+    assert float(_paired_information(balanced, balanced.roll(1, dims=1))) == pytest.approx(math.log(2), abs=1e-5)
+    one = torch.zeros(8, 4)
+    one[:, 0] = 1  # every image in one category: no information
+    assert float(_paired_information(one, one)) == pytest.approx(0.0, abs=1e-5)
+    unsure = torch.full((8, 4), 0.25)
+    assert float(_paired_information(balanced, unsure)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_iic_trains_q_and_the_trunk_through_both_views_and_leaves_loss_alone():
+    info, G, D = _setup()
+    latent, codes = info.sample(8)
+    D(G(latent))
+    real = torch.rand(8, 1, 28, 28, requires_grad=True)
+    turned = real.detach().flip(3).requires_grad_()
+    info.iic(real, turned).backward()
+    assert real.grad.abs().sum() > 0 and turned.grad.abs().sum() > 0
+    assert _grad_norm(D.trunk.parameters()) > 0 and _grad_norm(D.info_q.parameters()) > 0
+    D.zero_grad(); G.zero_grad()
+    info.loss(codes).backward()  # the real-image forwards were untapped: loss() still uses the generated batch
+    assert _grad_norm(G.parameters()) > 0
+
+
+def test_iic_needs_a_categorical_code():
+    info, _, _ = _setup("unif:2")
+    with pytest.raises(InfoGANError, match="needs a categorical code"):
+        info.iic(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28))
+
+
+@pytest.mark.parametrize("option", ["consistency", "iic"])
+def test_the_trainer_refuses_a_real_image_term_without_a_categorical_code(option):
+    from torch_infogan.config import ConfigError, preset_config
+    from torch_infogan.trainer import Trainer
+
+    config = preset_config("mnist", codes="unif:2", limit=128, batch_size=16, device="cpu", **{option: 1.0})
+    with pytest.raises(ConfigError, match=f"{option} needs a categorical code"):
+        Trainer(config)

@@ -44,6 +44,7 @@ class TrainConfig:
     translate: int = 2
     rotate: float = 0.0
     consistency: float = 0.0
+    iic: float = 0.0
     updates: str = "alternating"
     info_weight: float = 1.0
     contrastive: float = 0.0
@@ -110,7 +111,7 @@ class TrainConfig:
             raise ConfigError("translate", f"must be >= 0 pixels, got {self.translate}")
         if not 0 <= self.rotate <= 180:
             raise ConfigError("rotate", f"must be between 0 and 180 degrees, got {self.rotate}")
-        for name in ("info_weight", "consistency", "contrastive", "contrastive_gap"):
+        for name in ("info_weight", "consistency", "iic", "contrastive", "contrastive_gap"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
         if self.contrastive_start < 0:

@@ -478,6 +478,33 @@ class InfoRegularizer:
             total = total - (probs * torch.log_softmax(params[i].float(), dim=1)).sum(1).mean()
         return total
 
+    def iic(self, images: torch.Tensor, augmented: torch.Tensor) -> torch.Tensor:
+        """Invariant information clustering of real images (IIC, Ji et al., 2019): minus the mutual information
+        between Q's category of an image and Q's category of its transformed copy, summed over the categorical
+        codes (nats, float32 scalar; its lowest value is minus ln k for k categories). Add it to the
+        discriminator's loss.
+
+        The joint distribution of the two categories is the batch mean of the outer products of Q's posteriors
+        on ``images`` and on ``augmented`` (made symmetric). Its mutual information is high only when Q names an
+        image's category alike before and after the transformation (consistency), confidently, and uses every
+        category equally often over the batch (balance). Both passes train Q and the trunk it shares with D;
+        they run inside ``untapped()``, in the discriminator's current mode, the trunk under the caller's
+        autocast and Q in float32."""
+        categorical = [i for i, code in enumerate(self.codes) if isinstance(code, Categorical)]
+        if not categorical:
+            raise InfoGANError(f"iic() needs a categorical code; the codes are {self.spec!r}")
+        with self.untapped():
+            views = [self.features(images), self.features(augmented)]
+        if not self.train_trunk:
+            views = [features.detach() for features in views]
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            params = [split_params(self.codes, self.q(features.float())) for features in views]
+        total = torch.zeros((), device=images.device)
+        for i in categorical:
+            first, second = (self.codes[i].posterior(view[i])["probs"] for view in params)
+            total = total - _paired_information(first, second)
+        return total
+
     def _trunk_free_features(self, args: tuple, kwargs: dict) -> torch.Tensor:
         """Re-run the discriminator with detached parameters and copied buffers, tapping the layer."""
         disc = self.discriminator
@@ -551,6 +578,15 @@ class InfoRegularizer:
         if self.discriminator is None or self.q is None:
             raise InfoGANError("this InfoRegularizer is not attached (call attach() first)")
         return self.discriminator
+
+
+def _paired_information(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Mutual information (nats) of the symmetric joint distribution ``mean_n(outer(first_n, second_n))`` of two
+    batches of categorical posteriors ``[n, k]``: the quantity IIC maximizes."""
+    joint = first.t() @ second / first.shape[0]
+    joint = ((joint + joint.t()) / 2).clamp_min(torch.finfo(joint.dtype).tiny)
+    marginal = joint.sum(1).log()
+    return (joint * (joint.log() - marginal[:, None] - marginal[None, :])).sum()
 
 
 class _SkipsHeads:

@@ -18,6 +18,7 @@ from torch import nn
 
 from torch_infogan.augment import random_affine, random_rotate, random_translate
 from torch_infogan.checkpoint import load_checkpoint, save_checkpoint
+from torch_infogan.codes import Categorical
 from torch_infogan.config import ConfigError, TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.data import ImageData, load_data
@@ -28,8 +29,8 @@ from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.runtime import Runtime
 
 
-#: The consistency term's transformation of real images (``TrainConfig.consistency``): turns of up to 20 degrees
-#: and scaling by up to 10%.
+#: The transformation of real images that the consistency and IIC terms compare Q's categories across
+#: (``TrainConfig.consistency``, ``TrainConfig.iic``): turns of up to 20 degrees and scaling by up to 10%.
 CONSISTENCY_DEGREES = 20.0
 CONSISTENCY_SCALE = 0.1
 
@@ -101,6 +102,10 @@ class Trainer:
         self.info = InfoRegularizer(config.codes, noise_dim=config.noise_dim, noise=config.noise,
                                     q_hidden=config.q_hidden, q_batchnorm=config.q_batchnorm,
                                     q_negative_slope=config.negative_slope, train_trunk=config.train_trunk)
+        for name in ("consistency", "iic"):
+            if getattr(config, name) > 0 and not any(isinstance(code, Categorical) for code in self.info.codes):
+                raise ConfigError(name, f"needs a categorical code (it compares Q's categories of real images); "
+                                        f"the codes are {self.info.spec!r}")
         self.model_config = {"builder": config.model, "latent_dim": self.info.latent_dim, "image_shape": [c, h, w],
                              "negative_slope": config.negative_slope}
         if config.model == "dcgan":
@@ -188,9 +193,12 @@ class Trainer:
             gan_d = F.binary_cross_entropy_with_logits(d_real.float(), ones) \
                 + F.binary_cross_entropy_with_logits(d_fake.float(), zeros)
             loss_d, cr_on = gan_d + mi, False
-            if config.consistency > 0:  # Q names a real digit's category alike before and after a small turn
+            if config.consistency > 0 or config.iic > 0:  # Q's categories of real digits before and after a turn
                 turned = random_affine(clean, CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.code_gen)
-                loss_d = loss_d + config.consistency * info.consistency(clean, turned)
+                if config.consistency > 0:
+                    loss_d = loss_d + config.consistency * info.consistency(clean, turned)
+                if config.iic > 0:
+                    loss_d = loss_d + config.iic * info.iic(clean, turned)
             if self.contrastive is not None:
                 cr, cr_on = self.contrastive, self.contrastive.active(self.step_index)
                 latent_a, latent_b, shared = cr.pairs(real.shape[0], generator=self.code_gen)
