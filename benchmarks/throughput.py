@@ -1,8 +1,10 @@
 """Training throughput of the MNIST recipe (images/s): torch-infogan's step beside the naive one, same run,
 with the step's FLOPs and the share of this machine's measured matmul rate it reaches.
 
-    python benchmarks/throughput.py [--device auto] [--batch-size 128] [--steps 30] [--rounds 3] [--bf16]
+    python benchmarks/throughput.py [--device auto] [--batch-size 128] [--steps 30] [--rounds 3] [--bf16] [--default]
 
+The torch-infogan rows run the paper's recipe (the `paper-mnist` preset), the step the naive one also takes;
+``--default`` adds the default `mnist` preset's step, which also shifts D's images and adds the IIC term.
 The naive step is the way most reimplementations write it: per-sample torchvision transforms through a
 DataLoader, FC layers as 7x7 convolutions, three discriminator passes per step, `.item()` every step.
 FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` over one step of each variant (matrix
@@ -105,8 +107,8 @@ def naive_loop(images, batch_size, device):
     return step
 
 
-def ours(data, batch_size, device, precision="fp32", compile=False):
-    trainer = Trainer(preset_config("paper-mnist", batch_size=batch_size, device=str(device), precision=precision,
+def ours(data, batch_size, device, precision="fp32", compile=False, preset="paper-mnist"):
+    trainer = Trainer(preset_config(preset, batch_size=batch_size, device=str(device), precision=precision,
                                     compile=compile), data)
     return trainer.step
 
@@ -158,6 +160,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (in bf16 with --bf16)")
+    parser.add_argument("--default", action="store_true",
+                        help="also measure the default mnist preset's step (shifts and the IIC term; bf16 with --bf16)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     data = load_data()
@@ -170,6 +174,10 @@ def main():
         precision = "bf16" if args.bf16 else "fp32"
         variants[f"torch-infogan compile {precision}"] = (ours(data, args.batch_size, device, precision, compile=True),
                                                          precision)
+    if args.default:
+        precision = "bf16" if args.bf16 else "fp32"
+        variants[f"default (mnist) {precision}"] = (ours(data, args.batch_size, device, precision, preset="mnist"),
+                                                    precision)
     flops = {name: step_flops(step) / args.batch_size for name, (step, _) in variants.items()}
     best = {name: 0.0 for name in variants}
     rates = {"fp32": 0.0, "bf16": 0.0}

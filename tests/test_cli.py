@@ -39,6 +39,8 @@ def test_train_writes_every_output(trained):
     assert [r["step"] for r in records] == [3, 6]
     assert set(records[-1]["mi"]) == {"cat0", "unif1"}
     assert "next: infogan evaluate" in output
+    report = (out / "report.md").read_text()
+    assert "beyond the GAN and its MI term: D's images shifted by up to 2 px, IIC weight 1\n" in report
 
 
 def test_checkpoint_reloads_in_a_fresh_process(trained):

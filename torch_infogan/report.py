@@ -62,7 +62,15 @@ def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: 
              f"- codes `{trainer.info.spec}`, noise {config.noise_dim}, batch {config.batch_size}, "
              f"{trainer.step_index} iterations, seed {config.seed}",
              f"- device {trainer.device}, precision {trainer.precision}: {fit.seconds:.0f} s, "
-             f"{fit.images_per_second:.0f} images/s", ""]
+             f"{fit.images_per_second:.0f} images/s"]
+    extras = [text for on, text in (
+        (config.translate, f"D's images shifted by up to {config.translate} px"),
+        (config.rotate, f"turned by up to {config.rotate:g} degrees"),
+        (config.iic, f"IIC weight {config.iic:g}"),
+        (config.consistency, f"consistency weight {config.consistency:g}"),
+        (config.contrastive, f"contrastive weight {config.contrastive:g} from iteration {config.contrastive_start}"),
+    ) if on]
+    lines += [f"- beyond the GAN and its MI term: {', '.join(extras)}", ""] if extras else [""]
     if fit.records:
         last = fit.records[-1]
         lines += ["## Final MI lower bounds (nats)", "",
