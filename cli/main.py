@@ -77,9 +77,7 @@ def train(
             else:
                 config = preset_config(preset, **overrides)
         except ConfigError as exc:
-            if exc.option not in overrides:
-                raise
-            raise InfoGANError(f"--{exc.option.replace('_', '-')} {exc.problem}") from exc
+            raise _flag_error(exc, overrides) from exc
         bar = None
 
         def progress(step: int, total: int, record: dict) -> None:
@@ -100,6 +98,8 @@ def train(
 
         try:
             result = run_training(config, out, progress=progress, resume=resume is not None, overwrite=overwrite)
+        except ConfigError as exc:  # a value the run cannot use with the rest (e.g. IIC without a categorical code)
+            raise _flag_error(exc, overrides) from exc
         except RunExists as exc:
             raise InfoGANError(f"{exc.out} already holds a run; continue it with --resume {exc.out}, "
                                "or start over with --overwrite") from exc
@@ -334,6 +334,16 @@ def explore(
             except KeyboardInterrupt:
                 pass
     typer.echo("stopped")
+
+
+def _flag_error(exc, overrides: dict) -> Exception:
+    """A training option's ``ConfigError`` worded with the command-line flag where the option has one (else
+    the library's own wording, naming the ``TrainConfig`` field)."""
+    from torch_infogan.errors import InfoGANError
+
+    if exc.option not in overrides:
+        return InfoGANError(str(exc))
+    return InfoGANError(f"--{exc.option.replace('_', '-')} {exc.problem}")
 
 
 def _check_folder(folder: Path) -> None:

@@ -105,7 +105,7 @@ class Trainer:
         for name in ("consistency", "iic"):
             if getattr(config, name) > 0 and not any(isinstance(code, Categorical) for code in self.info.codes):
                 raise ConfigError(name, f"needs a categorical code (it compares Q's categories of real images); "
-                                        f"the codes are {self.info.spec!r}")
+                                        f"the codes are {self.info.spec!r} (0 turns it off)")
         self.model_config = {"builder": config.model, "latent_dim": self.info.latent_dim, "image_shape": [c, h, w],
                              "negative_slope": config.negative_slope}
         if config.model == "dcgan":
