@@ -462,9 +462,7 @@ class InfoRegularizer:
 
         Both discriminator forwards run inside ``untapped()``, in the discriminator's current mode and under
         the caller's autocast; neither is ever taken for ``loss()``."""
-        categorical = [i for i, code in enumerate(self.codes) if isinstance(code, Categorical)]
-        if not categorical:
-            raise InfoGANError(f"consistency() needs a categorical code; the codes are {self.spec!r}")
+        categorical = self._categorical_indices("consistency")
         with self.untapped():
             with torch.no_grad():
                 target = split_params(self.codes, self.q(self.features(images)))
@@ -490,9 +488,7 @@ class InfoRegularizer:
         category equally often over the batch (balance). Both passes train Q and the trunk it shares with D;
         they run inside ``untapped()``, in the discriminator's current mode, the trunk under the caller's
         autocast and Q in float32."""
-        categorical = [i for i, code in enumerate(self.codes) if isinstance(code, Categorical)]
-        if not categorical:
-            raise InfoGANError(f"iic() needs a categorical code; the codes are {self.spec!r}")
+        categorical = self._categorical_indices("iic")
         with self.untapped():
             views = [self.features(images), self.features(augmented)]
         if not self.train_trunk:
@@ -504,6 +500,13 @@ class InfoRegularizer:
             first, second = (self.codes[i].posterior(view[i])["probs"] for view in params)
             total = total - _paired_information(first, second)
         return total
+
+    def _categorical_indices(self, method: str) -> list[int]:
+        """Positions of the categorical codes, for a method that needs at least one."""
+        categorical = [i for i, code in enumerate(self.codes) if isinstance(code, Categorical)]
+        if not categorical:
+            raise InfoGANError(f"{method}() needs a categorical code; the codes are {self.spec!r}")
+        return categorical
 
     def _trunk_free_features(self, args: tuple, kwargs: dict) -> torch.Tensor:
         """Re-run the discriminator with detached parameters and copied buffers, tapping the layer."""
