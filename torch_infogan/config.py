@@ -123,7 +123,8 @@ class TrainConfig:
 #: Each preset is the defaults above with a few fields changed.
 PRESETS: dict[str, dict] = {
     # The default: the paper's networks, codes and optimiser, plus random shifts of up to 2 pixels of the
-    # images D and Q see (mnist-10k is a fifth of the paper's data; docs/training.md); 3,000 iterations in
+    # images D and Q see (mnist-10k is a fifth of the paper's data) and the IIC term on the real digits
+    # (docs/training.md); 3,000 iterations in
     # bf16 where the hardware computes it natively, which fits the README's 10 minutes on 2 CPU cores.
     "mnist": {},
     # The paper's MNIST recipe (openai/InfoGAN launchers/run_mnist_exp.py), unchanged.
