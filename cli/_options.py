@@ -48,10 +48,10 @@ def user_errors():
         raise typer.Exit(130) from None
 
 
-def progress_bar(total: int, quiet: bool, desc: str):
-    """A tqdm bar on stderr, or ``None`` when quiet."""
+def progress_bar(total: int, quiet: bool, desc: str, initial: int = 0):
+    """A tqdm bar on stderr that starts at ``initial``, or ``None`` when quiet."""
     if quiet:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True)

@@ -84,8 +84,8 @@ def train(
             nonlocal bar
             if quiet:
                 return
-            if bar is None:
-                bar = progress_bar(total, quiet, "train")
+            if bar is None:  # made at the first report, so its rate counts only the steps timed after it
+                bar = progress_bar(total, quiet, "train", initial=step)
             bar.update(step - bar.n)
             # The GAN losses, then each code's MI lower bound (Q's variance fitted, in nats; H(c) is its ceiling).
             cr = f" CR {record['loss_cr']:.2f}" if "loss_cr" in record else ""

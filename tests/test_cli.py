@@ -43,6 +43,18 @@ def test_train_writes_every_output(trained):
     assert "beyond the GAN and its MI term: D's images shifted by up to 2 px, IIC weight 1\n" in report
 
 
+def test_train_progress_bar_rates_count_timed_steps_only(tmp_path):
+    import re
+
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "run"), "--limit", "256", "--iterations", "6",
+                                 "--batch-size", "32", "--log-every", "3"])
+    assert result.exit_code == 0, result.output
+    assert "3/6" in result.output and "6/6" in result.output
+    rates = [float(rate) for rate in re.findall(r"([0-9.]+)it/s", result.output)]
+    # The bar starts at the first report: no rate from steps it did not time (it read millions of it/s).
+    assert rates and max(rates) < 1000, result.output
+
+
 def test_checkpoint_reloads_in_a_fresh_process(trained):
     out, _ = trained
     code = (
