@@ -98,3 +98,21 @@ def test_affine_scales_each_image_by_its_own_factor_within_the_limit():
     assert len(set(ratio.round(decimals=3).tolist())) > 30  # a factor per image
     assert random_affine(images, 0, 0) is images
 
+
+
+def test_affine_shears_each_image_by_its_own_slant_within_the_limit():
+    bar = torch.zeros(1, 28, 28)
+    bar[:, 4:24, 13:15] = 1.0  # an upright stroke: its slant (x change per row) is the shear applied
+    images = bar.expand(64, 1, 28, 28)
+    out = random_affine(images, 0, 0, torch.Generator().manual_seed(0), max_shear=0.4)[:, 0]
+    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    ink = out.sum((1, 2))
+    cy, cx = (out * rows).sum((1, 2)) / ink, (out * cols).sum((1, 2)) / ink
+    slant = (out * (rows - cy[:, None, None]) * (cols - cx[:, None, None])).sum((1, 2)) \
+        / (out * (rows - cy[:, None, None]) ** 2).sum((1, 2))
+    assert float(slant.abs().max()) < 0.42
+    assert float(slant.min()) < -0.25 and float(slant.max()) > 0.25  # slanted both ways
+    assert len(set(slant.round(decimals=3).tolist())) > 30  # a shear per image
+    assert torch.allclose(ink, bar.sum().expand(64), rtol=0.05)  # a shear keeps the area
+    assert random_affine(images, 20, 0.1, torch.Generator().manual_seed(1)).equal(
+        random_affine(images, 20, 0.1, torch.Generator().manual_seed(1), max_shear=0))  # 0: no draw, no change

@@ -40,7 +40,7 @@ def test_train_writes_every_output(trained):
     assert set(records[-1]["mi"]) == {"cat0", "unif1"}
     assert "next: infogan evaluate" in output
     report = (out / "report.md").read_text()
-    assert "beyond the GAN and its MI term: D's images shifted by up to 2 px, IIC weight 1\n" in report
+    assert "beyond the GAN and its MI term: D's images shifted by up to 2 px, IIC weight 1, their copies slanted by up to 0.4\n" in report
 
 
 def test_train_progress_bar_rates_count_timed_steps_only(tmp_path):
@@ -163,6 +163,7 @@ def _cli(*args):
     (["train", "--rotate", "200"], "--rotate must be between 0 and 180 degrees"),
     (["train", "--consistency", "-1"], "--consistency must be >= 0"),
     (["train", "--iic", "-1"], "--iic must be >= 0"),
+    (["train", "--pair-shear", "1.5"], "--pair-shear must be between 0 and 1"),
     (["train", "--codes", "unif:2", "--limit", "256"], "--iic needs a categorical code"),
     (["train", "--batch-size", "1"], "--batch-size must be >= 2"),
     (["train", "--lr-g", "0"], "--lr-g must be > 0"),

@@ -362,6 +362,30 @@ def test_iic_trains_q_and_the_trunk_through_both_views_and_leaves_loss_alone():
     assert _grad_norm(G.parameters()) > 0
 
 
+def test_the_trainers_pair_shear_slants_the_copies_the_iic_term_compares(monkeypatch):
+    from torch_infogan import trainer as trainer_module
+    from torch_infogan.config import preset_config
+
+    shears = []
+    affine = trainer_module.random_affine
+
+    def recording(*args, **kwargs):
+        shears.append(kwargs.get("max_shear", 0.0))
+        return affine(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "random_affine", recording)
+
+    def discriminator_after_one_step(shear):
+        trainer = trainer_module.Trainer(preset_config("mnist", limit=128, batch_size=16, device="cpu",
+                                                       precision="fp32", pair_shear=shear))
+        trainer.step()
+        return torch.cat([p.detach().flatten() for p in trainer.discriminator.parameters()])
+
+    assert preset_config("mnist").pair_shear == 0.4  # the default slants them
+    upright, slanted = discriminator_after_one_step(0.0), discriminator_after_one_step(0.4)
+    assert shears == [0.0, 0.4] and not torch.equal(upright, slanted)
+
+
 def test_iic_needs_a_categorical_code():
     info, _, _ = _setup("unif:2")
     with pytest.raises(InfoGANError, match="needs a categorical code"):

@@ -36,14 +36,18 @@ def random_rotate(images: torch.Tensor, max_degrees: float, generator: torch.Gen
 
 
 def random_affine(images: torch.Tensor, max_degrees: float, max_scale: float = 0.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Rotate each image about its centre by its own random angle in [-max_degrees, max_degrees] and scale it
-    by its own random factor in [1 - max_scale, 1 + max_scale] (0: no scaling, and no random draw for it).
+                  generator: torch.Generator | None = None, *, max_shear: float = 0.0) -> torch.Tensor:
+    """Rotate each image about its centre by its own random angle in [-max_degrees, max_degrees], scale it
+    by its own random factor in [1 - max_scale, 1 + max_scale] and slant it by its own horizontal shear in
+    [-max_shear, max_shear] (columns shifted by that fraction of their height above or below the centre, so
+    an upright stroke leans by up to ``atan(max_shear)``). A limit of 0 turns that part off, with no random
+    draw for it.
 
-    Bilinear resampling with zero fill; differentiable in ``images``. The trainer's consistency term compares
-    Q's categories on real images with Q's categories on such copies (``TrainConfig.consistency``).
+    Bilinear resampling with zero fill; differentiable in ``images``. The trainer's IIC and consistency terms
+    compare Q's categories on real images with Q's categories on such copies (``TrainConfig.iic``,
+    ``TrainConfig.pair_shear``).
     """
-    if max_degrees <= 0 and max_scale <= 0:
+    if max_degrees <= 0 and max_scale <= 0 and max_shear <= 0:
         return images
     b = images.shape[0]
     angle = (torch.rand(b, generator=generator, device=images.device) * 2 - 1) * math.radians(max_degrees)
@@ -52,6 +56,13 @@ def random_affine(images: torch.Tensor, max_degrees: float, max_scale: float = 0
         scale = 1 + (torch.rand(b, generator=generator, device=images.device) * 2 - 1) * max_scale
         cos, sin = cos / scale, sin / scale  # the sampling grid shrinks by the factor: the image grows by it
     zero = torch.zeros_like(angle)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1).to(images.dtype)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    if max_shear > 0:
+        shear = (torch.rand(b, generator=generator, device=images.device) * 2 - 1) * max_shear
+        one = torch.ones_like(angle)
+        shear_m = torch.stack([torch.stack([one, shear, zero], 1), torch.stack([zero, one, zero], 1),
+                               torch.stack([zero, zero, one], 1)], 1)
+        theta = theta @ shear_m
+    theta = theta.to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")

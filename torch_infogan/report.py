@@ -68,6 +68,7 @@ def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: 
         (config.rotate, f"turned by up to {config.rotate:g} degrees"),
         (config.iic, f"IIC weight {config.iic:g}"),
         (config.consistency, f"consistency weight {config.consistency:g}"),
+        ((config.iic or config.consistency) and config.pair_shear, f"their copies slanted by up to {config.pair_shear:g}"),
         (config.contrastive, f"contrastive weight {config.contrastive:g} from iteration {config.contrastive_start}"),
     ) if on]
     lines += [f"- beyond the GAN and its MI term: {', '.join(extras)}", ""] if extras else [""]

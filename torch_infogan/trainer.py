@@ -30,7 +30,8 @@ from torch_infogan.runtime import Runtime
 
 
 #: The transformation of real images that the consistency and IIC terms compare Q's categories across
-#: (``TrainConfig.consistency``, ``TrainConfig.iic``): turns of up to 20 degrees and scaling by up to 10%.
+#: (``TrainConfig.consistency``, ``TrainConfig.iic``): turns of up to 20 degrees and scaling by up to 10%,
+#: then the slant of ``TrainConfig.pair_shear``.
 CONSISTENCY_DEGREES = 20.0
 CONSISTENCY_SCALE = 0.1
 
@@ -194,7 +195,8 @@ class Trainer:
                 + F.binary_cross_entropy_with_logits(d_fake.float(), zeros)
             loss_d, cr_on = gan_d + mi, False
             if config.consistency > 0 or config.iic > 0:  # Q's categories of real digits before and after a turn
-                turned = random_affine(clean, CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.code_gen)
+                turned = random_affine(clean, CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.code_gen,
+                                       max_shear=config.pair_shear)
                 if config.consistency > 0:
                     loss_d = loss_d + config.consistency * info.consistency(clean, turned)
                 if config.iic > 0:
