@@ -39,7 +39,7 @@ def random_affine(images: torch.Tensor, max_degrees: float, max_scale: float = 0
                   generator: torch.Generator | None = None, *, max_shear: float = 0.0) -> torch.Tensor:
     """Rotate each image about its centre by its own random angle in [-max_degrees, max_degrees], scale it
     by its own random factor in [1 - max_scale, 1 + max_scale] and slant it by its own horizontal shear in
-    [-max_shear, max_shear] (columns shifted by that fraction of their height above or below the centre, so
+    [-max_shear, max_shear] (each row moves sideways by that fraction of its distance from the centre row, so
     an upright stroke leans by up to ``atan(max_shear)``). A limit of 0 turns that part off, with no random
     draw for it.
 
