@@ -44,10 +44,12 @@ def main() -> None:
     for path in args.checkpoints:
         checkpoint = load_checkpoint(path)
         info = checkpoint.info
-        params = split_params(info.codes, encode(info, data.images, device="cpu"))
-        index = next(i for i, key in enumerate(info.keys) if key.startswith("cat"))
-        assigned = params[index].argmax(1).numpy()
-        scores = cluster_scores(assigned, labels, info.codes[index].k)
+        parts = split_params(info.codes, encode(info, data.images, device="cpu"))
+        # The first code that clusters, as `infogan evaluate` finds it (Code.cluster).
+        clusters = ((code, code.cluster(part)) for code, part in zip(info.codes, parts))
+        code, assigned = next((code, assigned) for code, assigned in clusters if assigned is not None)
+        assigned = assigned.long().numpy()
+        scores = cluster_scores(assigned, labels, code.num_clusters)
         print(f"{path}: accuracy {scores['accuracy']:.4f}, labels sharing categories "
               f"{' '.join('/'.join(map(str, g)) for g in scores['merged']) or '-'}")
         for group in scores["merged"]:
