@@ -46,6 +46,7 @@ def train(
     consistency: Annotated[Optional[float], typer.Option(help="Weight of the term that asks Q to name a real image's category alike before and after a small turn and scaling (default 0: off; measured, not the default).")] = None,
     iic: Annotated[Optional[float], typer.Option(help="Weight of the invariant information clustering term: minus the MI between Q's categories of a real image and of its turned and scaled copy (0: off).")] = None,
     pair_shear: Annotated[Optional[float], typer.Option(help="Largest slant (horizontal shear: each row moves sideways by up to this times its distance from the centre row) of the real images' copies that --iic and --consistency compare (0: none).")] = None,
+    invariance: Annotated[Optional[float], typer.Option(help="Weight of the generator's term that asks Q to name G's category on copies of G's images turned, scaled and slanted as --iic's copies (0: off).")] = None,
     info_weight: Annotated[Optional[float], typer.Option(help="Weight of the MI term in both players' losses (shapes presets: 0.05).")] = None,
     contrastive: Annotated[Optional[float], typer.Option(help="Weight of InfoGAN-CR's contrastive term for G (0: off; shapes-cr: 2).")] = None,
     contrastive_start: Annotated[Optional[int], typer.Option(help="Iteration from which G is trained on the contrastive term (its classifier learns from the start).")] = None,
@@ -62,7 +63,7 @@ def train(
                      limit=limit, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
                      iterations=iterations, epochs=epochs, seed=seed, device=device, precision=precision,
                      translate=translate, rotate=rotate, consistency=consistency, iic=iic, pair_shear=pair_shear,
-                     info_weight=info_weight,
+                     invariance=invariance, info_weight=info_weight,
                      contrastive=contrastive, contrastive_start=contrastive_start, contrastive_gap=contrastive_gap,
                      compile=compile, log_every=log_every, checkpoint_every=checkpoint_every,
                      on_nonfinite=on_nonfinite, sync_bn=sync_bn)

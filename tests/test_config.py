@@ -35,6 +35,7 @@ def test_paper_mnist_is_the_papers_recipe():
     ("consistency", -1.0, "consistency must be >= 0"),
     ("iic", -1.0, "iic must be >= 0"),
     ("pair_shear", 1.5, "pair_shear must be between 0 and 1"),
+    ("invariance", -0.5, "invariance must be >= 0"),
 ])
 def test_a_bad_value_is_refused_where_the_configuration_is_made(field, value, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)) as made:

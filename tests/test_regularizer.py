@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from torch_infogan import InfoGANError, InfoRegularizer, list_codes, get_code
 from torch_infogan.models import DCGAN_TAP, build_dcgan
@@ -392,11 +393,54 @@ def test_iic_needs_a_categorical_code():
         info.iic(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28))
 
 
-@pytest.mark.parametrize("option", ["consistency", "iic"])
-def test_the_trainer_refuses_a_real_image_term_without_a_categorical_code(option):
+@pytest.mark.parametrize("option", ["consistency", "iic", "invariance"])
+def test_the_trainer_refuses_a_category_term_without_a_categorical_code(option):
     from torch_infogan.config import ConfigError, preset_config
     from torch_infogan.trainer import Trainer
 
-    config = preset_config("mnist", codes="unif:2", limit=128, batch_size=16, device="cpu", **{option: 1.0})
+    config = preset_config("mnist", codes="unif:2", limit=128, batch_size=16, device="cpu",
+                           **{"iic": 0.0, option: 1.0})
     with pytest.raises(ConfigError, match=f"{option} needs a categorical code"):
         Trainer(config)
+
+
+def test_category_loss_is_the_cross_entropy_of_the_categories_alone_and_reaches_g_through_the_transformation():
+    info, G, D = _setup("cat:10,unif:2")
+    latent, codes = info.sample(8)
+    fake = G(latent)
+    moved = fake.flip(3)  # any transformation after G
+    value = info.category_loss(moved, codes)
+    with info.untapped():
+        params = info.q(info.features(moved)).float()
+    expected = F.cross_entropy(params[:, :10], codes["cat0"].argmax(1) if codes["cat0"].dim() > 1 else codes["cat0"])
+    assert float(value) == pytest.approx(float(expected), rel=1e-5)
+    value.backward(inputs=list(G.parameters()), retain_graph=True)
+    assert _grad_norm(G.parameters()) > 0
+    assert _grad_norm(D.parameters()) == 0  # only what backward was asked for
+    D(fake)
+    G.zero_grad()
+    info.loss(codes).backward()  # the transformed forward was untapped: loss() takes the one on the generated batch
+    assert _grad_norm(D.info_q.parameters()) > 0 and _grad_norm(G.parameters()) > 0
+
+
+def test_category_loss_needs_a_categorical_code():
+    info, G, _ = _setup("unif:2")
+    latent, codes = info.sample(4)
+    with pytest.raises(InfoGANError, match="needs a categorical code"):
+        info.category_loss(G(latent), codes)
+
+
+def test_the_trainers_invariance_term_moves_the_generator_alone():
+    from torch_infogan.config import preset_config
+    from torch_infogan.trainer import Trainer
+
+    def after_one_step(weight):
+        trainer = Trainer(preset_config("mnist", limit=128, batch_size=16, device="cpu", precision="fp32",
+                                        invariance=weight))
+        trainer.step()
+        flat = lambda module: torch.cat([p.detach().flatten() for p in module.parameters()])
+        return flat(trainer.generator), flat(trainer.discriminator)
+
+    (g_off, d_off), (g_on, d_on) = after_one_step(0.0), after_one_step(1.0)
+    assert torch.equal(d_off, d_on)  # D steps before the term is drawn, and the term is G's alone
+    assert not torch.equal(g_off, g_on)

@@ -46,6 +46,7 @@ class TrainConfig:
     consistency: float = 0.0
     iic: float = 1.0
     pair_shear: float = 0.4
+    invariance: float = 0.0
     updates: str = "alternating"
     info_weight: float = 1.0
     contrastive: float = 0.0
@@ -114,7 +115,7 @@ class TrainConfig:
             raise ConfigError("rotate", f"must be between 0 and 180 degrees, got {self.rotate}")
         if not 0 <= self.pair_shear <= 1:
             raise ConfigError("pair_shear", f"must be between 0 and 1 (a slant of up to 45 degrees), got {self.pair_shear}")
-        for name in ("info_weight", "consistency", "iic", "contrastive", "contrastive_gap"):
+        for name in ("info_weight", "consistency", "iic", "invariance", "contrastive", "contrastive_gap"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
         if self.contrastive_start < 0:

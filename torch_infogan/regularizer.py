@@ -501,6 +501,25 @@ class InfoRegularizer:
             total = total - _paired_information(first, second)
         return total
 
+    def category_loss(self, images: torch.Tensor, codes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of the categorical codes' values in ``codes`` (from ``sample()``) under Q's posterior on
+        ``images``, summed over the categorical codes (float32 scalar). ``images`` are the generated images of
+        those codes transformed after the generator (e.g. by ``augment.random_affine``). Add it to the
+        generator's loss: it asks G for categories that Q still tells apart after the transformation, so that no
+        category is made of a property the transformation changes (slant, for a shear).
+
+        The discriminator's forward runs inside ``untapped()``, in its current mode, the trunk under the caller's
+        autocast and Q in float32; it is never taken for ``loss()``."""
+        categorical = self._categorical_indices("category_loss")
+        with self.untapped():
+            features = self.features(images)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            params = split_params(self.codes, self.q(features.float()))
+        total = torch.zeros((), device=images.device)
+        for i in categorical:
+            total = total + self.codes[i].nll(params[i], codes[self.keys[i]]).mean()
+        return total
+
     def _categorical_indices(self, method: str) -> list[int]:
         """Positions of the categorical codes, for a method that needs at least one."""
         categorical = [i for i, code in enumerate(self.codes) if isinstance(code, Categorical)]

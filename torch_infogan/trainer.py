@@ -103,9 +103,9 @@ class Trainer:
         self.info = InfoRegularizer(config.codes, noise_dim=config.noise_dim, noise=config.noise,
                                     q_hidden=config.q_hidden, q_batchnorm=config.q_batchnorm,
                                     q_negative_slope=config.negative_slope, train_trunk=config.train_trunk)
-        for name in ("consistency", "iic"):
+        for name in ("consistency", "iic", "invariance"):
             if getattr(config, name) > 0 and not any(isinstance(code, Categorical) for code in self.info.codes):
-                raise ConfigError(name, f"needs a categorical code (it compares Q's categories of real images); "
+                raise ConfigError(name, f"needs a categorical code (it works on Q's categories); "
                                         f"the codes are {self.info.spec!r} (0 turns it off)")
         self.model_config = {"builder": config.model, "latent_dim": self.info.latent_dim, "image_shape": [c, h, w],
                              "negative_slope": config.negative_slope}
@@ -181,7 +181,7 @@ class Trainer:
         with self.runtime.autocast():
             clean = real  # the batch as drawn, before noise and shifts: the consistency term's input
             latent, codes = info.sample(real.shape[0], generator=self.code_gen)
-            fake = self.g_forward(latent)
+            fake = generated = self.g_forward(latent)
             sigma = config.instance_noise * max(0.0, 1.0 - self.step_index / self.iterations)
             if sigma > 0:
                 real = real + sigma * torch.randn(real.shape, generator=self.code_gen, device=real.device)
@@ -224,6 +224,11 @@ class Trainer:
                     loss_g = loss_g + cr.loss(pair_a, pair_b, shared)
         else:
             loss_g = mi + (cr.loss(pair_a, pair_b, shared) if cr_on else 0)
+        if config.invariance > 0:  # G's categories recognized on copies turned, scaled and slanted as the IIC pair's
+            with self.runtime.autocast():
+                moved = random_affine(generated, CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.code_gen,
+                                      max_shear=config.pair_shear)
+                loss_g = loss_g + config.invariance * info.category_loss(moved, codes)
         gan_g = F.binary_cross_entropy_with_logits(d_fake.float(), ones)
         (gan_g + loss_g).backward(inputs=self._g_params)
         losses = [gan_d.detach(), gan_g.detach()]
