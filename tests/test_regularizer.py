@@ -430,17 +430,26 @@ def test_category_loss_needs_a_categorical_code():
         info.category_loss(G(latent), codes)
 
 
-def test_the_trainers_invariance_term_moves_the_generator_alone():
+@pytest.mark.parametrize("updates", ["alternating", "simultaneous"])
+def test_the_trainers_invariance_term_moves_both_players(updates):
     from torch_infogan.config import preset_config
     from torch_infogan.trainer import Trainer
 
     def after_one_step(weight):
         trainer = Trainer(preset_config("mnist", limit=128, batch_size=16, device="cpu", precision="fp32",
-                                        invariance=weight))
+                                        updates=updates, invariance=weight))
         trainer.step()
         flat = lambda module: torch.cat([p.detach().flatten() for p in module.parameters()])
         return flat(trainer.generator), flat(trainer.discriminator)
 
     (g_off, d_off), (g_on, d_on) = after_one_step(0.0), after_one_step(1.0)
-    assert torch.equal(d_off, d_on)  # D steps before the term is drawn, and the term is G's alone
-    assert not torch.equal(g_off, g_on)
+    assert not torch.equal(d_off, d_on) and not torch.equal(g_off, g_on)
+
+
+def test_category_loss_with_a_frozen_trunk_reaches_q_and_the_images_alone():
+    info, G, D = _setup("cat:10,unif:2", train_trunk=False)
+    latent, codes = info.sample(8)
+    images = G(latent).detach().requires_grad_()
+    info.category_loss(images, codes).backward()
+    assert images.grad.abs().sum() > 0 and _grad_norm(D.info_q.parameters()) > 0
+    assert _grad_norm(D.trunk.parameters()) == 0

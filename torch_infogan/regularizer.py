@@ -504,15 +504,17 @@ class InfoRegularizer:
     def category_loss(self, images: torch.Tensor, codes: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy of the categorical codes' values in ``codes`` (from ``sample()``) under Q's posterior on
         ``images``, summed over the categorical codes (float32 scalar). ``images`` are the generated images of
-        those codes transformed after the generator (e.g. by ``augment.random_affine``). Add it to the
-        generator's loss: it asks G for categories that Q still tells apart after the transformation, so that no
-        category is made of a property the transformation changes (slant, for a shear).
+        those codes transformed after the generator (e.g. by ``augment.random_affine``). Add it to both players'
+        losses, as the MI term: it asks Q to name G's categories after the transformation and G for categories
+        that Q can still tell apart then, so that no category is made of a property the transformation changes
+        (slant, for a shear).
 
         The discriminator's forward runs inside ``untapped()``, in its current mode, the trunk under the caller's
-        autocast and Q in float32; it is never taken for ``loss()``."""
+        autocast and Q in float32; it is never taken for ``loss()``. With ``train_trunk=False`` it reaches Q and
+        the images, not the trunk's parameters."""
         categorical = self._categorical_indices("category_loss")
         with self.untapped():
-            features = self.features(images)
+            features = self.features(images) if self.train_trunk else self._trunk_free_features((images,), {})
         with torch.autocast(device_type=images.device.type, enabled=False):
             params = split_params(self.codes, self.q(features.float()))
         total = torch.zeros((), device=images.device)

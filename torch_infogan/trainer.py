@@ -178,6 +178,7 @@ class Trainer:
         updated D (one more D forward; the paper's code does this).
         """
         info, config = self.info, self.config
+        alternating = config.updates == "alternating"
         with self.runtime.autocast():
             clean = real  # the batch as drawn, before noise and shifts: the consistency term's input
             latent, codes = info.sample(real.shape[0], generator=self.code_gen)
@@ -201,6 +202,15 @@ class Trainer:
                     loss_d = loss_d + config.consistency * info.consistency(clean, turned)
                 if config.iic > 0:
                     loss_d = loss_d + config.iic * info.iic(clean, turned)
+            invariance = None
+            if config.invariance > 0:  # G's categories named on copies turned, scaled and slanted as the IIC pair's
+                half = max(2, generated.shape[0] // 2)  # half the batch, to keep the term's cost down
+                moved = random_affine(generated[:half], CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.code_gen,
+                                      max_shear=config.pair_shear)
+                moved_codes = {key: value[:half] for key, value in codes.items()}
+                invariance = config.invariance * info.category_loss(moved.detach() if alternating else moved,
+                                                                    moved_codes)
+                loss_d = loss_d + invariance
             if self.contrastive is not None:
                 cr, cr_on = self.contrastive, self.contrastive.active(self.step_index)
                 latent_a, latent_b, shared = cr.pairs(real.shape[0], generator=self.code_gen)
@@ -210,7 +220,6 @@ class Trainer:
                 loss_d = loss_d + cr.weight * cr_entropy
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
-        alternating = config.updates == "alternating"
         loss_d.backward(inputs=self._d_params, retain_graph=not alternating)
         if alternating:
             if config.on_nonfinite == "skip" and not bool(torch.isfinite(loss_d)):
@@ -220,15 +229,12 @@ class Trainer:
             with self.runtime.autocast():
                 d_fake = self.discriminator(fake)
                 loss_g = config.info_weight * info.loss(codes)
+                if invariance is not None:  # both players take it, as they take the MI term
+                    loss_g = loss_g + config.invariance * info.category_loss(moved, moved_codes)
                 if cr_on:
                     loss_g = loss_g + cr.loss(pair_a, pair_b, shared)
         else:
-            loss_g = mi + (cr.loss(pair_a, pair_b, shared) if cr_on else 0)
-        if config.invariance > 0:  # G's categories recognized on copies turned, scaled and slanted as the IIC pair's
-            with self.runtime.autocast():
-                moved = random_affine(generated, CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.code_gen,
-                                      max_shear=config.pair_shear)
-                loss_g = loss_g + config.invariance * info.category_loss(moved, codes)
+            loss_g = mi + (cr.loss(pair_a, pair_b, shared) if cr_on else 0) + (invariance if invariance is not None else 0)
         gan_g = F.binary_cross_entropy_with_logits(d_fake.float(), ones)
         (gan_g + loss_g).backward(inputs=self._g_params)
         losses = [gan_d.detach(), gan_g.detach()]
