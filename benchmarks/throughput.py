@@ -4,7 +4,7 @@ with the step's FLOPs and the share of this machine's measured matmul rate it re
     python benchmarks/throughput.py [--device auto] [--batch-size 128] [--steps 30] [--rounds 3] [--bf16] [--default]
 
 The torch-infogan rows run the paper's recipe (the `paper-mnist` preset), the step the naive one also takes;
-``--default`` adds the default `mnist` preset's step, which also shifts D's images and adds the IIC term.
+``--default`` adds the default `mnist` preset's step, which also shifts D's images and adds the IIC and invariance terms.
 The naive step is the way most reimplementations write it: per-sample torchvision transforms through a
 DataLoader, FC layers as 7x7 convolutions, three discriminator passes per step, `.item()` every step.
 FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` over one step of each variant (matrix
@@ -161,7 +161,7 @@ def main():
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (in bf16 with --bf16)")
     parser.add_argument("--default", action="store_true",
-                        help="also measure the default mnist preset's step (shifts and the IIC term; bf16 with --bf16)")
+                        help="also measure the default mnist preset's step (shifts, the IIC and invariance terms; bf16 with --bf16)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     data = load_data()

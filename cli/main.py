@@ -46,7 +46,7 @@ def train(
     consistency: Annotated[Optional[float], typer.Option(help="Weight of the term that asks Q to name a real image's category alike before and after a small turn and scaling (default 0: off; measured, not the default).")] = None,
     iic: Annotated[Optional[float], typer.Option(help="Weight of the invariant information clustering term: minus the MI between Q's categories of a real image and of its turned and scaled copy (0: off).")] = None,
     pair_shear: Annotated[Optional[float], typer.Option(help="Largest slant (horizontal shear: each row moves sideways by up to this times its distance from the centre row) of the real images' copies that --iic and --consistency compare (0: none).")] = None,
-    invariance: Annotated[Optional[float], typer.Option(help="Weight of the generator's term that asks Q to name G's category on copies of G's images turned, scaled and slanted as --iic's copies (0: off).")] = None,
+    invariance: Annotated[Optional[float], typer.Option(help="Weight of the term, in both players' losses, that asks Q to name G's category on copies of G's images turned, scaled and slanted as --iic's copies (0: off).")] = None,
     info_weight: Annotated[Optional[float], typer.Option(help="Weight of the MI term in both players' losses (shapes presets: 0.05).")] = None,
     contrastive: Annotated[Optional[float], typer.Option(help="Weight of InfoGAN-CR's contrastive term for G (0: off; shapes-cr: 2).")] = None,
     contrastive_start: Annotated[Optional[int], typer.Option(help="Iteration from which G is trained on the contrastive term (its classifier learns from the start).")] = None,
