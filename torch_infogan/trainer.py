@@ -29,9 +29,9 @@ from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.runtime import Runtime
 
 
-#: The transformation of real images that the consistency and IIC terms compare Q's categories across
-#: (``TrainConfig.consistency``, ``TrainConfig.iic``): turns of up to 20 degrees and scaling by up to 10%,
-#: then the slant of ``TrainConfig.pair_shear``.
+#: The transformation that the consistency and IIC terms compare Q's categories of real images across, and
+#: that the invariance term moves G's images by (``TrainConfig.consistency``, ``iic``, ``invariance``): turns
+#: of up to 20 degrees and scaling by up to 10%, then the slant of ``TrainConfig.pair_shear``.
 CONSISTENCY_DEGREES = 20.0
 CONSISTENCY_SCALE = 0.1
 
