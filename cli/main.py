@@ -31,6 +31,10 @@ def train(
     data_root: DataRoot = None,
     download: Annotated[bool, typer.Option(help="Let torchvision download a missing dataset (needs network).")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Resize the images to N x N (centre-cropped to a square first; default: their own size, or 64 for a folder of mixed sizes). The networks follow the size.")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="1 (grey) or 3 (colour); default: the images' own (a folder whose images are all grey loads as grey).")] = None,
+    imbalance: Annotated[Optional[float], typer.Option(help="Train on a class-unbalanced subset of a labelled dataset: class counts falling geometrically, largest over smallest N (e.g. 5).")] = None,
+    imbalance_seed: Annotated[Optional[int], typer.Option(help="Seed of the unbalanced subset: which class gets which count, and which images.")] = None,
     codes: Annotated[Optional[str], typer.Option(help="Latent codes, e.g. 'cat:10,unif:2'.")] = None,
     noise_dim: Annotated[Optional[int], typer.Option(help="Width of the noise z.")] = None,
     lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate.")] = None,
@@ -60,7 +64,8 @@ def train(
 ) -> None:
     """Train the DCGAN reference with InfoGAN codes; write checkpoint, metrics, pictures and a report."""
     overrides = dict(data=data, data_root=str(data_root) if data_root else None, download=download or None,
-                     limit=limit, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
+                     limit=limit, image_size=image_size, channels=channels, imbalance=imbalance,
+                     imbalance_seed=imbalance_seed, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
                      iterations=iterations, epochs=epochs, seed=seed, device=device, precision=precision,
                      translate=translate, rotate=rotate, consistency=consistency, iic=iic, pair_shear=pair_shear,
                      invariance=invariance, info_weight=info_weight,
@@ -70,7 +75,7 @@ def train(
     with user_errors():
         from torch_infogan.config import ConfigError, preset_config, resume_config
         from torch_infogan.errors import InfoGANError
-        from torch_infogan.trainer import TrainingStopped
+        from torch_infogan.trainer import TrainingStopped, training_data
         from torch_infogan.training import RunExists, train as run_training
 
         try:
@@ -100,7 +105,14 @@ def train(
                 typer.echo("writing pictures, evaluation and report.md ...", err=True)
 
         try:
-            result = run_training(config, out, progress=progress, resume=resume is not None, overwrite=overwrite)
+            dataset = training_data(config)
+        except ConfigError as exc:
+            raise _flag_error(exc, overrides) from exc
+        if not quiet:
+            typer.echo(f"data: {dataset.describe()}", err=True)
+        try:
+            result = run_training(config, out, progress=progress, data=dataset, resume=resume is not None,
+                                  overwrite=overwrite)
         except ConfigError as exc:  # a value the run cannot use with the rest (e.g. IIC without a categorical code)
             raise _flag_error(exc, overrides) from exc
         except RunExists as exc:
@@ -171,7 +183,7 @@ def evaluate(
         from torch_infogan.checkpoint import load_checkpoint
         from torch_infogan.data import load_data
         from torch_infogan.evaluation import check_image_shape, evaluate as run_evaluation, format_table
-        from torch_infogan.pictures import plot_confusions
+        from torch_infogan.pictures import plot_confusions, plot_priors
         from torch_infogan.runtime import resolve_device
 
         ckpt = load_checkpoint(checkpoint, resolve_device(device))
@@ -181,6 +193,7 @@ def evaluate(
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             plot_confusions(result, out)
+            plot_priors(result, out)
     if as_json:
         typer.echo(json.dumps(result))
     else:

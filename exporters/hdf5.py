@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -16,7 +17,7 @@ from torch_infogan.atomic import atomic_path
 from torch_infogan.checkpoint import Checkpoint, load_checkpoint
 from torch_infogan.data import ImageData
 from torch_infogan.errors import InfoGANError
-from torch_infogan.evaluation import check_image_shape, normalize
+from torch_infogan.evaluation import check_image_shape, learned_priors, normalize
 from torch_infogan.exporters.encoder import Encoder, output_names
 from torch_infogan.exporters.onnx import export_onnx, onnx_providers, sha256
 
@@ -148,6 +149,9 @@ def _create(h5, names, outputs, rows, dtype, data: ImageData, ckpt: Checkpoint) 
              "split": data.split, "library_version": torch_infogan.__version__,
              "normalization": ckpt.config.get("normalization", "unit"),
              "image_shape": list(ckpt.config["image_shape"])}
+    priors = learned_priors(ckpt.info)
+    if priors:  # JSON: {code key: [class probabilities]}
+        attrs["priors"] = json.dumps(priors)
     h5.attrs.update(attrs)
     return datasets
 

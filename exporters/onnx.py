@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from torch_infogan.atomic import atomic_path
 from torch_infogan.checkpoint import Checkpoint, load_checkpoint
 from torch_infogan.errors import InfoGANError
+from torch_infogan.evaluation import learned_priors
 from torch_infogan.exporters.encoder import Encoder, GeneratorExport, output_names
 
 
@@ -92,6 +94,9 @@ def export_onnx(checkpoint: str | Path | Checkpoint, out: str | Path, part: str 
             "torch_infogan.outputs": ",".join(names),
             "torch_infogan.checkpoint_sha256": sha256(ckpt.path) if ckpt.path else "",
         }
+        priors = learned_priors(info)
+        if priors:  # JSON: {code key: [class probabilities]}
+            meta["torch_infogan.priors"] = json.dumps(priors)
         for key, value in meta.items():
             prop = model.metadata_props.add()
             prop.key, prop.value = key, value

@@ -126,6 +126,10 @@ def _code_entry(key: str, code, offset: int, columns: int) -> dict:
         encodings = code.encode(support).float()
         entry.update(kind="choice", labels=[_label(float(v)) for v in support], default=0,
                      encodings=encodings.tolist(), description=f"{len(support)} categories ({spec})")
+        if getattr(code, "learned", False):  # the page shows each category's share and starts at the largest
+            prior = code.probs
+            entry.update(prior=prior.tolist(), default=int(prior.argmax()),
+                         description=f"{len(support)} categories, learned prior ({spec})")
         return entry
     if probe.dim() != 2 or not _identity_encoded(code, probe):
         raise InfoGANError(f"code {key} ({spec}) cannot be steered on the page: the generator's input for it is not "

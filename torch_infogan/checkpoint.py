@@ -49,6 +49,9 @@ def save_checkpoint(path: str | Path, generator: nn.Module, discriminator: nn.Mo
     for prefix, module in (("generator", generator), ("discriminator", discriminator)):
         for key, value in module.state_dict().items():
             tensors[f"{prefix}.{key}"] = value.detach().contiguous().cpu()
+    for key, code in zip(info.keys, info.codes):  # learned categorical priors
+        if getattr(code, "logits", None) is not None:
+            tensors[f"prior.{key}"] = code.logits.detach().contiguous().cpu()
     for key, value in (extra or {}).items():
         tensors[f"state.{key}"] = value.detach().contiguous().cpu()
     optim_meta = {}
@@ -134,9 +137,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         optimizer_state = _optimizer_state(optim_meta, tensors)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InfoGANError(f"{path}: optimizer state is malformed ({_first_line(exc)})") from exc
+    for key, code in zip(info.keys, info.codes):
+        if getattr(code, "logits", None) is not None:
+            stored = tensors.get(f"prior.{key}")
+            if stored is None or tuple(stored.shape) != tuple(code.logits.shape):
+                raise InfoGANError(f"{path}: code {key} has a learned prior, but the checkpoint holds no logits "
+                                   f"of shape {tuple(code.logits.shape)} for it (prior.{key})")
+            with torch.no_grad():
+                code.logits.copy_(stored)
     extra = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
     generator.to(device).eval()
     discriminator.to(device).eval()
+    for logits in info.prior_parameters():
+        logits.data = logits.data.to(device)
     return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path, extra, contrastive)
 
 

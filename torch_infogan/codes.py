@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from torch_infogan.errors import InfoGANError
 
@@ -251,21 +252,75 @@ class Code:
 
 @register_code("cat")
 class Categorical(Code):
-    """Uniform categorical code over ``k`` classes, fed to G one-hot; Q outputs ``k`` logits."""
+    """Categorical code over ``k`` classes, fed to G one-hot; Q outputs ``k`` logits.
+
+    ``prior="uniform"`` (the paper's) draws every class equally often. ``prior="learned"`` makes the class
+    probabilities parameters (``logits``, zeros at the start: uniform) for the generator's optimizer to train, as
+    Elastic-InfoGAN does for data whose classes are unbalanced: ``rsample`` draws by Gumbel-softmax, so G's input
+    stays differentiable in the logits. ``hard=True`` feeds G the one-hot of the draw with the relaxed sample's
+    gradient (straight-through); ``hard=False`` feeds the relaxed sample itself. ``tau`` is the relaxation's
+    temperature.
+    """
 
     positional = "k"
     has_enumerate_support = True
 
-    def __init__(self, k: int = 10, weight: float = 1.0):
+    def __init__(self, k: int = 10, weight: float = 1.0, prior: str = "uniform", tau: float = 1.0,
+                 hard: bool = True):
         super().__init__(weight)
         if k < 2:
             raise InfoGANError(f"a categorical code needs k >= 2, got {k}")
+        if prior not in ("uniform", "learned"):
+            raise InfoGANError(f"a categorical code's prior is 'uniform' or 'learned', got {prior!r}")
+        if not tau > 0:
+            raise InfoGANError(f"the Gumbel-softmax temperature tau must be > 0, got {tau}")
         self.k = int(k)
+        self.prior = prior
+        self.tau = float(tau)
+        self.hard = bool(hard)
         self.input_dim = self.k
         self.param_dim = self.k
+        #: The learned prior's class logits (a parameter for G's optimizer), or None for the uniform prior.
+        self.logits: nn.Parameter | None = nn.Parameter(torch.zeros(self.k)) if prior == "learned" else None
+
+    @property
+    def learned(self) -> bool:
+        """Whether the class probabilities are learned (``prior="learned"``)."""
+        return self.logits is not None
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """The prior's class probabilities, float ``[k]`` (detached)."""
+        if self.logits is None:
+            return torch.full((self.k,), 1.0 / self.k)
+        return torch.softmax(self.logits.detach().float(), dim=0)
+
+    def log_prior(self) -> torch.Tensor | None:
+        """The learned prior's log probabilities ``[k]`` (detached), or None for the uniform prior."""
+        return None if self.logits is None else torch.log_softmax(self.logits.detach().float(), dim=0)
 
     def sample(self, n, generator=None, device=None):
-        return torch.randint(0, self.k, (n,), generator=generator, device=device)
+        if self.logits is None:
+            return torch.randint(0, self.k, (n,), generator=generator, device=device)
+        return torch.multinomial(self.probs.to(device), n, replacement=True, generator=generator)
+
+    def rsample(self, n: int, generator: torch.Generator | None = None, device=None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` draws ``[n]`` and G's input for them ``[n, k]``, differentiable in the learned logits: the
+        Gumbel-softmax relaxation at ``tau`` (its one-hot with the relaxation's gradient where ``hard``).
+        For the uniform prior: ``sample`` and its one-hot, with no gradient."""
+        if self.logits is None:
+            value = self.sample(n, generator, device)
+            return value, self.encode(value)
+        uniform = torch.rand(n, self.k, generator=generator, device=device)
+        tiny = torch.finfo(uniform.dtype).tiny
+        gumbel = -torch.log(-torch.log(uniform.clamp(tiny, 1.0 - 1e-7)))
+        relaxed = torch.softmax((self.logits.to(device).float() + gumbel) / self.tau, dim=1)
+        value = relaxed.detach().argmax(dim=1)
+        if not self.hard:
+            return value, relaxed
+        one_hot = F.one_hot(value, self.k).float()
+        return value, one_hot + relaxed - relaxed.detach()
 
     def encode(self, value):
         return F.one_hot(value.long(), self.k).float()
@@ -274,7 +329,12 @@ class Categorical(Code):
         return F.cross_entropy(q_params.float(), value.long(), reduction="none")
 
     def entropy(self):
-        return torch.tensor(math.log(self.k))
+        # The learned prior's entropy is the bound's ceiling, not something to maximize: it carries no gradient,
+        # or the MI term would pull the prior back to uniform.
+        if self.logits is None:
+            return torch.tensor(math.log(self.k))
+        probs = self.probs
+        return -(probs * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum()
 
     def posterior(self, q_params):
         return {"probs": torch.softmax(q_params.float(), dim=1)}

@@ -29,6 +29,10 @@ class TrainConfig:
     data_root: str | None = None
     download: bool = False
     limit: int | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    imbalance: float | None = None
+    imbalance_seed: int = 0
     codes: str = "cat:10,unif:2"
     noise_dim: int = 62
     noise: str = "uniform"
@@ -107,6 +111,12 @@ class TrainConfig:
                 raise ConfigError(name, f"must be in [0, 1), got {getattr(self, name)}")
         if self.epochs is not None and not self.epochs > 0:
             raise ConfigError("epochs", f"must be > 0, got {self.epochs}")
+        if self.image_size is not None and self.image_size < 4:
+            raise ConfigError("image_size", f"must be >= 4 pixels, got {self.image_size}")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError("channels", f"must be 1 (grey) or 3 (colour), got {self.channels}")
+        if self.imbalance is not None and not self.imbalance >= 1:
+            raise ConfigError("imbalance", f"must be >= 1 (the largest class over the smallest), got {self.imbalance}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("limit", f"must be >= 1 image, got {self.limit}")
         if self.translate < 0:

@@ -77,10 +77,35 @@ def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, norma
     result: dict = {"dataset": data.name, "split": data.split, "n": int(len(data)),
                     "labelled": data.labels is not None,
                     "codes": cluster_code_scores(info, data, normalization, batch_size, seed)}
+    priors = learned_priors(info)
+    if priors:
+        result["priors"] = priors
+        for key, probs in priors.items():
+            scores = result["codes"].get(key, {})
+            if "mapping" in scores:
+                scores.update(prior_against_labels(probs, scores["confusion"], scores["mapping"]))
     result["bounds"] = estimate_bounds(generator, info, seed=seed)
     result["bounds_fitted"] = estimate_bounds(generator, info, seed=seed, fitted=True)
     result["entropies"] = info.entropies()
     return result
+
+
+def learned_priors(info: InfoRegularizer) -> dict[str, list[float]]:
+    """The class probabilities of every code with a learned prior (``cat:10:prior=learned``), by key."""
+    return {key: code.probs.tolist() for key, code in zip(info.keys, info.codes) if getattr(code, "learned", False)}
+
+
+def prior_against_labels(probs, confusion, mapping: dict) -> dict:
+    """A learned prior beside the labels' frequencies: ``label_frequencies`` (of the label each category is matched
+    to, in category order; 0 for a category matched to none), and ``prior_tv``, the total-variation distance
+    between the prior and the labels' frequencies under that matching (labels no category is matched to count
+    in full)."""
+    table = np.asarray(confusion, dtype=np.float64)
+    frequencies = table.sum(0) / table.sum()
+    matched = [frequencies[mapping[c]] if c in mapping else 0.0 for c in range(len(probs))]
+    unmatched = sum(f for label, f in enumerate(frequencies) if label not in mapping.values())
+    tv = 0.5 * (float(np.abs(np.asarray(probs) - np.asarray(matched)).sum()) + unmatched)
+    return {"label_frequencies": [float(f) for f in matched], "prior_tv": tv}
 
 
 def cluster_code_scores(info: InfoRegularizer, data: ImageData, normalization: str = "unit",
@@ -189,6 +214,14 @@ def format_table(result: dict) -> str:
         merged = (" ".join("/".join(map(str, g)) for g in s["merged"]) or "-") if "merged" in s else "(no labels)"
         lines.append(f"{key:<8}{cell(s, 'accuracy', 10)}{cell(s, 'nmi', 8)}{cell(s, 'ari', 8)}"
                      f"{cell(s, 'real_mi', 9)}{cell(s, 'agreement', 11)}  {merged}")
+    for key, probs in result.get("priors", {}).items():
+        lines.append("")
+        tv = result["codes"].get(key, {}).get("prior_tv")
+        against = "" if tv is None else f"; total variation to the matched labels' frequencies {tv:.3f}"
+        lines.append(f"{key} learned prior: {' '.join(f'{p:.3f}' for p in probs)}{against}")
+        frequencies = result["codes"].get(key, {}).get("label_frequencies")
+        if frequencies is not None:
+            lines.append(f"{'':<{len(key) + 15}}{' '.join(f'{f:.3f}' for f in frequencies)}  (labels, matched)")
     lines.append("")
     lines.append(f"{'code':<8}{'MI bound':>10}{'fitted':>8}{'H(c)':>8}   (nats; fitted: Q's variance fitted to its error)")
     fitted = result.get("bounds_fitted", {})

@@ -144,6 +144,42 @@ def plot_confusions(evaluation: dict, out: str | Path) -> list[Path]:
             for key, scores in evaluation["codes"].items() if "confusion" in scores]
 
 
+def plot_priors(evaluation: dict, out: str | Path) -> list[Path]:
+    """``prior_<key>.png`` in ``out`` for each learned prior of an ``evaluate`` result: the prior's class
+    probabilities as bars, beside the frequencies of the labels matched to each category where there are labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    paths = []
+    for key, probs in evaluation.get("priors", {}).items():
+        scores = evaluation["codes"].get(key, {})
+        frequencies = scores.get("label_frequencies")
+        x = np.arange(len(probs))
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(probs) + 1.5), 3.0), dpi=100)
+        width = 0.4 if frequencies is not None else 0.8
+        ax.bar(x - (width / 2 if frequencies is not None else 0), probs, width, label="learned prior")
+        if frequencies is not None:
+            mapping = scores["mapping"]
+            ax.bar(x + width / 2, frequencies, width, label="labels (matched)")
+            ax.set_xticks(x, [f"{c}\n({mapping[c]})" if c in mapping else str(c) for c in range(len(probs))])
+            ax.set_title(f"{key}: learned prior, total variation {scores['prior_tv']:.3f}")
+        else:
+            ax.set_xticks(x, [str(c) for c in range(len(probs))])
+            ax.set_title(f"{key}: learned prior")
+        ax.set_xlabel("category (matched label)" if frequencies is not None else "category")
+        ax.set_ylabel("probability")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = Path(out) / f"prior_{key}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def plot_confusion(table, path: str | Path, title: str = "category vs label", mapping: dict | None = None) -> Path:
     """Confusion matrix of categories (rows) against labels; with ``mapping`` ({category: label}, from
     Hungarian matching) rows are ordered by their matched label, so a perfect code is diagonal."""

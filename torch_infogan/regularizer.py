@@ -46,6 +46,8 @@ class _Sample:
 
     latent: torch.Tensor
     codes: dict
+    leaf: torch.Tensor | None = None              # the leaf tensor behind the latent (the latent itself, unless
+                                                  # a learned prior's logits make it a computed tensor)
     outputs: list = field(default_factory=list)   # weak references to module outputs computed from the latent
     newest: torch.Tensor | None = None            # detached alias of the newest such output (G's images)
     forwards: list = field(default_factory=list)
@@ -105,6 +107,9 @@ class InfoRegularizer:
         self._untapped = 0                     # > 0 inside ``untapped()``
         self._capture: list | None = None      # set by ``features()``: tap every forward into this list
         self._bounds: dict[str, float] | None = None
+        self._d_steps = 0                      # the discriminator's optimizer steps seen (for the prior's check)
+        self._prior_stepped = False            # whether an optimizer has stepped a learned prior's logits
+        self._prior_warned = False
         self._bound_tensors: torch.Tensor | None = None
         self._fitted_bound_tensors: torch.Tensor | None = None
 
@@ -131,6 +136,11 @@ class InfoRegularizer:
     def latent_dim(self) -> int:
         """Width of G's input: noise plus every code's input width."""
         return self.noise_dim + sum(code.input_dim for code in self.codes)
+
+    def prior_parameters(self) -> list[nn.Parameter]:
+        """The learned priors' logits (codes such as ``cat:10:prior=learned``), for the generator's optimizer:
+        ``Adam([*netG.parameters(), *info.prior_parameters()])``. Empty when every prior is fixed."""
+        return [code.logits for code in self.codes if getattr(code, "logits", None) is not None]
 
     @property
     def param_dim(self) -> int:
@@ -167,6 +177,8 @@ class InfoRegularizer:
         param = next(discriminator.parameters(), None)
         if param is not None:
             self.q.to(param.device)
+            for logits in self.prior_parameters():  # in place, so an optimizer made later holds the same tensor
+                logits.data = logits.data.to(param.device)
         add_head(discriminator, self.head_name, self.q)
         self.discriminator = discriminator
         self.layer_name = name
@@ -302,13 +314,31 @@ class InfoRegularizer:
         self._pending = []
 
     def _after_optimizer_step(self, optimizer) -> None:
-        """Once an optimizer has stepped the discriminator's parameters, its earlier forwards are forgotten."""
+        """Once an optimizer has stepped the discriminator's parameters, its earlier forwards are forgotten.
+
+        A learned prior's logits must be stepped by the generator's optimizer: a warning says so when the
+        discriminator's optimizer has stepped twice and none has stepped them, or when it holds them itself."""
         if self.discriminator is None:
             return
-        ours = {id(p) for p in self.discriminator.parameters()}
-        if any(id(p) in ours for group in optimizer.param_groups for p in group["params"]):
-            for sample in self._samples:
-                sample.forwards, sample.chosen = [], None
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        priors = {id(p) for p in self.prior_parameters()}
+        if priors & stepped:
+            self._prior_stepped = True
+        if not stepped & {id(p) for p in self.discriminator.parameters()}:
+            return
+        for sample in self._samples:
+            sample.forwards, sample.chosen = [], None
+        if not priors or self._prior_warned:
+            return
+        self._d_steps += 1
+        if priors & stepped:
+            self._prior_warned = True
+            warnings.warn("the discriminator's optimizer holds the learned prior's logits (info.prior_parameters()); "
+                          "they belong to the generator's optimizer alone", stacklevel=3)
+        elif self._d_steps >= 2 and not self._prior_stepped:
+            self._prior_warned = True
+            warnings.warn("no optimizer has stepped the learned prior's logits: add info.prior_parameters() to the "
+                          "generator's optimizer, or the prior stays uniform", stacklevel=3)
 
     @staticmethod
     def _classify(x: torch.Tensor, sample: _Sample, call) -> _Forward | None:
@@ -322,7 +352,7 @@ class InfoRegularizer:
     def _classify_derived(x: torch.Tensor, sample: _Sample, call, nodes: set) -> _Forward | None:
         """A forward on a tensor computed from the sample's latent (``nodes``: its autograd graph), or None."""
         n = sample.latent.shape[0]
-        if not any(getattr(node, "variable", None) is sample.latent for node in nodes):
+        if not any(getattr(node, "variable", None) is sample.leaf for node in nodes):
             return None
         if x.shape[0] != n:
             sample.ignored.append(f"a forward on a batch of {x.shape[0]} computed from the latent of {n} "
@@ -400,9 +430,20 @@ class InfoRegularizer:
         generated from this latent. The latent requires grad so that the forward can be recognised; it adds
         no parameters to any optimizer. ``draw`` draws without this bookkeeping.
         """
-        latent, codes = self.draw(n, generator, device)
-        latent.requires_grad_(True)
-        sample = _Sample(latent, codes, outputs=[weakref.ref(latent)])
+        device = self._device() if device is None else torch.device(device)
+        codes, inputs = {}, {}
+        for key, code in zip(self.keys, self.codes):
+            if getattr(code, "learned", False):  # a learned prior: G's input is differentiable in its logits
+                codes[key], inputs[key] = code.rsample(n, generator=generator, device=device)
+            else:
+                codes[key] = code.sample(n, generator=generator, device=device)
+        latent = self.latent_from(codes, generator=generator, inputs=inputs)
+        if latent.requires_grad:  # computed from the logits: a leaf added to it lets derived forwards be told
+            leaf = torch.zeros((), device=device, requires_grad=True)
+            latent = latent + leaf
+        else:
+            leaf = latent.requires_grad_(True)
+        sample = _Sample(latent, codes, leaf=leaf, outputs=[weakref.ref(latent)])
         self._samples = [*self._samples[-(_LIVE_SAMPLES - 1):], sample]
         self._watching = sample if self.discriminator is not None else None
         # A new step: the discriminator is not running (its post-hook may have been skipped by an interrupt).
@@ -410,8 +451,10 @@ class InfoRegularizer:
         return latent, codes
 
     def latent_from(self, codes: dict[str, torch.Tensor], noise: torch.Tensor | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """G's input for given code values (and noise, drawn from the prior when not given)."""
+                    generator: torch.Generator | None = None, inputs: dict[str, torch.Tensor] | None = None
+                    ) -> torch.Tensor:
+        """G's input for given code values (and noise, drawn from the prior when not given); ``inputs`` gives G's
+        input ``[n, input_dim]`` of some codes directly (a learned prior's relaxed draw) instead of their encoding."""
         first = codes[self.keys[0]]
         n, device = first.shape[0], first.device
         if noise is None:
@@ -419,7 +462,9 @@ class InfoRegularizer:
                 noise = torch.rand(n, self.noise_dim, generator=generator, device=device) * 2 - 1
             else:
                 noise = torch.randn(n, self.noise_dim, generator=generator, device=device)
-        parts = [noise] + [code.encode(codes[key]) for key, code in zip(self.keys, self.codes)]
+        inputs = inputs or {}
+        parts = [noise] + [inputs[key] if key in inputs else code.encode(codes[key])
+                           for key, code in zip(self.keys, self.codes)]
         return torch.cat(parts, dim=1)
 
     def loss(self, codes: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -498,7 +543,8 @@ class InfoRegularizer:
         total = torch.zeros((), device=images.device)
         for i in categorical:
             first, second = (self.codes[i].posterior(view[i])["probs"] for view in params)
-            total = total - _paired_information(first, second)
+            log_prior = self.codes[i].log_prior()
+            total = total - _paired_information(first, second, None if log_prior is None else log_prior.to(total.device))
         return total
 
     def category_loss(self, images: torch.Tensor, codes: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -604,13 +650,22 @@ class InfoRegularizer:
         return self.discriminator
 
 
-def _paired_information(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+def _paired_information(first: torch.Tensor, second: torch.Tensor, log_prior: torch.Tensor | None = None
+                        ) -> torch.Tensor:
     """Mutual information (nats) of the symmetric joint distribution ``mean_n(outer(first_n, second_n))`` of two
-    batches of categorical posteriors ``[n, k]``: the quantity IIC maximizes."""
+    batches of categorical posteriors ``[n, k]``: the quantity IIC maximizes.
+
+    MI = H(P) - H(Z|Z') rewards a uniform marginal P. Given a (learned) prior ``log_prior`` = log pi, its marginal
+    entropy H(P) is replaced by H(pi) - KL(P || pi): the value is MI + sum_i P_i log pi_i + H(pi), the same as MI
+    for a uniform pi, highest (H(pi)) for consistent, confident categories whose marginal is pi."""
     joint = first.t() @ second / first.shape[0]
     joint = ((joint + joint.t()) / 2).clamp_min(torch.finfo(joint.dtype).tiny)
-    marginal = joint.sum(1).log()
-    return (joint * (joint.log() - marginal[:, None] - marginal[None, :])).sum()
+    marginal = joint.sum(1)
+    log_marginal = marginal.log()
+    information = (joint * (joint.log() - log_marginal[:, None] - log_marginal[None, :])).sum()
+    if log_prior is None:
+        return information
+    return information + (marginal * log_prior).sum() - (log_prior.exp() * log_prior).sum()
 
 
 class _SkipsHeads:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from torch_infogan.errors import InfoGANError
 from torch_infogan.evaluation import disentanglement, evaluate, format_table
-from torch_infogan.pictures import (code_rows_grid, plot_bounds, plot_confusions, plot_importance, sample_grid,
-                                    traversal_grid, traversal_names)
+from torch_infogan.pictures import (code_rows_grid, plot_bounds, plot_confusions, plot_importance, plot_priors,
+                                    sample_grid, traversal_grid, traversal_names)
 from torch_infogan.trainer import FitResult, Trainer
 
 
@@ -34,6 +34,7 @@ def write_report(trainer: Trainer, fit: FitResult, out: str | Path
         (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
         files.append(out / "evaluation.json")
         files.extend(plot_confusions(evaluation, out))
+        files.extend(plot_priors(evaluation, out))
     scores, skipped = None, None
     if trainer.full_data.factors is not None:
         points = min(20000, len(trainer.full_data))
@@ -61,6 +62,7 @@ def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: 
              f"{'x'.join(map(str, trainer.data.image_shape))})",
              f"- codes `{trainer.info.spec}`, noise {config.noise_dim}, batch {config.batch_size}, "
              f"{trainer.step_index} iterations, seed {config.seed}",
+             *([f"- {trainer.data.note}; images per class {trainer.data.class_counts()}"] if trainer.data.note else []),
              f"- device {trainer.device}, precision {trainer.precision}: {fit.seconds:.0f} s, "
              f"{fit.images_per_second:.0f} images/s"]
     extras = [text for on, text in (

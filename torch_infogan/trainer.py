@@ -36,6 +36,15 @@ CONSISTENCY_DEGREES = 20.0
 CONSISTENCY_SCALE = 0.1
 
 
+def training_data(config: TrainConfig) -> ImageData:
+    """The images a run trains on (before ``limit``): ``config.data`` at ``image_size`` and ``channels`` (their
+    own where unset), and the unbalanced subset of ``imbalance`` and ``imbalance_seed`` where asked."""
+    data = load_data(config.data, config.data_root, "train", config.download, config.image_size, config.channels)
+    if config.imbalance is not None:
+        data = data.imbalanced(config.imbalance, config.imbalance_seed)
+    return data
+
+
 class TrainingStopped(Exception):
     """Training ended early: a signal (``signum`` set) or non-finite values (``signum`` None).
 
@@ -90,7 +99,7 @@ class Trainer:
         if config.sync_bn and self.device.type != "cuda":
             raise InfoGANError("sync_bn needs CUDA devices (SyncBatchNorm runs only on GPUs); leave it off on CPUs")
         torch.manual_seed(config.seed)
-        data = data if data is not None else load_data(config.data, config.data_root, "train", config.download)
+        data = data if data is not None else training_data(config)
         self.full_data = data  # evaluation uses every image, as `infogan evaluate --data ...` does
         if config.limit:
             data = data.subset(config.limit)
@@ -128,7 +137,9 @@ class Trainer:
         fused = {"fused": True} if self.device.type in ("cuda", "cpu") else {"foreach": True}
         betas = (config.beta1, config.beta2)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas, **fused)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas, **fused)
+        # A learned categorical prior (``cat:10:prior=learned``) is trained by G's side, as in Elastic-InfoGAN.
+        self.opt_g = torch.optim.Adam([*self.generator.parameters(), *self.info.prior_parameters()], lr=config.lr_g,
+                                      betas=betas, **fused)
         self.iterations = self._iterations()
         self.step_index = 0
         self.skipped = 0
@@ -137,7 +148,7 @@ class Trainer:
         self._order = torch.empty(0, dtype=torch.long, device=self.device)
         self._cursor = 0
         self._d_params = list(self.discriminator.parameters())
-        self._g_params = list(self.generator.parameters())
+        self._g_params = [*self.generator.parameters(), *self.info.prior_parameters()]
         self.g_forward, self.d_forward = self.generator, _PairForward(self.discriminator)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -287,6 +298,7 @@ class Trainer:
         c, h, w = self.data.image_shape
         config = {"model": self.model_config, "image_shape": [c, h, w], "normalization": "unit",
                   "value_range": [0.0, 1.0], "dataset": self.data.name, "train": asdict(self.config),
+                  "class_counts": self.data.class_counts(),
                   "cursor": self._cursor, "skipped": self.skipped}
         if self.contrastive is not None:
             config["contrastive"] = self.contrastive.config()

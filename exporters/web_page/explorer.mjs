@@ -226,7 +226,11 @@ function buildCode(code) {
     code.labels.forEach((label, i) => {
       const input = element("input", { type: "radio", name: code.key, value: String(i), checked: i === code.default });
       input.addEventListener("change", () => { values[code.key] = i; update(); });
-      group.append(element("label", {}, input, element("span", { textContent: label })));
+      // A learned prior: each category's share of the generator's draws, on its button.
+      const text = code.prior ? `${label} · ${(100 * code.prior[i]).toFixed(0)}%` : label;
+      const choice = element("label", {}, input, element("span", { textContent: text }));
+      if (code.prior) choice.title = `prior probability ${code.prior[i].toFixed(3)}`;
+      group.append(choice);
     });
     box.append(group);
   } else if (code.kind === "slider") {

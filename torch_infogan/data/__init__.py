@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from torch_infogan.data.idx import parse_idx, read_idx
 from torch_infogan.data.shapes import (
@@ -36,6 +37,8 @@ class ImageData:
     split: str = "train"
     factors: torch.Tensor | None = None
     factor_names: tuple[str, ...] | None = None
+    #: How the images were changed on loading (resized, made grey), empty when they are as stored.
+    note: str = ""
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -51,25 +54,103 @@ class ImageData:
             rows = torch.from_numpy(np.sort(np.random.default_rng(0).choice(len(self), size=n, replace=False)))
         else:
             rows = slice(0, n)
+        return self._rows(rows)
+
+    def _rows(self, rows) -> "ImageData":
         labels = None if self.labels is None else self.labels[rows]
         factors = None if self.factors is None else self.factors[rows]
-        return ImageData(self.images[rows], labels, self.name, self.split, factors, self.factor_names)
+        return ImageData(self.images[rows], labels, self.name, self.split, factors, self.factor_names, self.note)
+
+    def class_counts(self) -> list[int] | None:
+        """Images per label, ``[count of label 0, ...]``; None without labels."""
+        if self.labels is None:
+            return None
+        return torch.bincount(self.labels, minlength=int(self.labels.max()) + 1).tolist()
+
+    def imbalanced(self, ratio: float, seed: int = 0) -> "ImageData":
+        """A class-unbalanced subset, drawn with ``seed``: the class counts fall geometrically from the smallest
+        class's full count to that count / ``ratio`` (the largest over the smallest class), each class given its
+        place in that order at random; the images of each class are drawn at random. Needs labels."""
+        counts = self.class_counts()
+        if counts is None:
+            raise InfoGANError(f"dataset {self.name!r} has no labels: an unbalanced subset needs them")
+        if not ratio >= 1:
+            raise InfoGANError(f"the largest/smallest class ratio must be >= 1, got {ratio}")
+        present = [label for label, count in enumerate(counts) if count > 0]
+        rng = np.random.default_rng(seed)
+        top = min(counts[label] for label in present)
+        places = rng.permutation(len(present))
+        steps = max(len(present) - 1, 1)
+        wanted = {label: max(1, round(top * ratio ** (-place / steps))) for label, place in zip(present, places)}
+        labels = self.labels.numpy()
+        rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == label), size=n, replace=False)
+                                       for label, n in wanted.items()]))
+        subset = self._rows(torch.from_numpy(rows))
+        note = f"an unbalanced subset (largest/smallest class {ratio:g}, seed {seed})"
+        subset.note = f"{self.note}; {note}" if self.note else note
+        return subset
+
+    def describe(self) -> str:
+        """One line: what was loaded, its shape and labels, and how it was changed on loading."""
+        c, h, w = self.image_shape
+        kind = {1: "grey", 3: "colour"}.get(c, f"{c} channels")
+        labels = "no labels" if self.labels is None else f"{len(set(self.labels.tolist()))} classes"
+        note = f"; {self.note}" if self.note else ""
+        return f"{self.name} ({self.split}): {len(self):,} images, {c}x{h}x{w} ({kind}), {labels}{note}"
+
+    def conformed(self, image_size: int | None = None, channels: int | None = None) -> "ImageData":
+        """These images resized to ``image_size`` x ``image_size`` (antialiased bilinear; centre-cropped to a
+        square first) and converted to ``channels`` (1: grey, by luminance; 3: grey repeated). ``None`` keeps
+        what they have."""
+        images, notes = self.images, []
+        c, h, w = self.image_shape
+        if channels is not None and channels != c:
+            if channels == 3 and c == 1:
+                images = images.expand(-1, 3, -1, -1).contiguous()
+            elif channels == 1 and c == 3:
+                weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+                images = (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+            else:
+                raise InfoGANError(f"cannot turn {c}-channel images into {channels} channels (1: grey, 3: colour)")
+            notes.append(f"converted from {c} to {channels} channels")
+        if image_size is not None and (h, w) != (image_size, image_size):
+            if image_size < 4:
+                raise InfoGANError(f"an image size must be >= 4 pixels, got {image_size}")
+            side = min(h, w)
+            top, left = (h - side) // 2, (w - side) // 2
+            square = images[:, :, top:top + side, left:left + side].float()
+            images = torch.cat([F.interpolate(square[i:i + 1000], size=(image_size, image_size), mode="bilinear",
+                                              antialias=True, align_corners=False)
+                                for i in range(0, len(square), 1000)]).round().clamp(0, 255).to(torch.uint8)
+            notes.append(f"resized from {h}x{w} to {image_size}x{image_size}")
+        if not notes:
+            return self
+        note = "; ".join(([self.note] if self.note else []) + notes)
+        return ImageData(images, self.labels, self.name, self.split, self.factors, self.factor_names, note)
 
 
 def load_data(spec: str = EMBEDDED, root: str | Path | None = None, split: str = "train",
-              download: bool = False, image_size: int | None = None) -> ImageData:
-    """Load a dataset by spec.
+              download: bool = False, image_size: int | None = None, channels: int | None = None) -> ImageData:
+    """Load a dataset by spec, the images at their own size and channel count unless ``image_size`` (square,
+    centre-cropped) or ``channels`` (1 or 3) ask for others (``ImageData.conformed``).
 
     - ``mnist-10k``: the 10,000 real MNIST digits shipped in the package;
     - ``idx:PATH``: a folder of MNIST-format IDX files (gzip or plain), the standard
       ``train-*``/``t10k-*`` files or one images/labels pair;
     - ``mnist``, ``fashion-mnist``, ``svhn``, ``celeba``: torchvision's datasets under ``root``;
-    - ``folder:PATH``: torchvision's ImageFolder (one sub-folder per class);
+    - ``folder:PATH``: torchvision's ImageFolder layout (one sub-folder per class): grey when every image is
+      grey, colour otherwise; at the images' own size when they share one square size, else 64x64;
     - ``shapes``: the procedural dSprites grid, 737,280 binary 64x64 images (about 3 GB);
       ``shapes:N``: a fixed random subset of N of them (seed 0); labels are the shape class,
       ``factors`` the classes of shape, scale, orientation, pos_x, pos_y;
     - ``dsprites:PATH``: the original dSprites ``.npz`` file, with the same labels and factors.
     """
+    if spec.startswith("folder:"):
+        return _load_image_folder(Path(spec[7:]), image_size).conformed(channels=channels)
+    return _load(spec, root, split, download, image_size).conformed(image_size, channels)
+
+
+def _load(spec: str, root, split: str, download: bool, image_size: int | None) -> ImageData:
     if spec == EMBEDDED:
         folder = resources.files("torch_infogan.data") / EMBEDDED
         images = read_idx(Path(str(folder / "images-idx3-ubyte.gz")))
@@ -77,8 +158,6 @@ def load_data(spec: str = EMBEDDED, root: str | Path | None = None, split: str =
         return _from_arrays(images, labels, EMBEDDED, "train")
     if spec.startswith("idx:"):
         return _load_idx_folder(Path(spec[4:]), split)
-    if spec.startswith("folder:"):
-        return _load_image_folder(Path(spec[7:]), image_size)
     if spec in TORCHVISION:
         return _load_torchvision(spec, root, split, download, image_size)
     if spec == "shapes":
@@ -125,17 +204,39 @@ def _load_idx_folder(folder: Path, split: str) -> ImageData:
 
 
 def _load_image_folder(folder: Path, image_size: int | None) -> ImageData:
+    """Every image of an ImageFolder layout, as RGB first; grey (one channel) when every image is; at their own
+    size when they share one square size (else ``image_size``, or 64 when none is asked for)."""
     if not folder.is_dir():
         raise InfoGANError(f"image folder not found: {folder}")
+    from PIL import Image
     from torchvision import datasets, transforms
 
-    size = image_size or 64
-    transform = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.PILToTensor()])
     try:
-        dataset = datasets.ImageFolder(str(folder), transform=transform)
+        samples = datasets.ImageFolder(str(folder), loader=lambda path: path).samples
     except (FileNotFoundError, RuntimeError) as exc:
         raise InfoGANError(f"{folder}: {exc}") from exc
-    return _stack(dataset, f"folder:{folder}", "all")
+    pictures = []
+    for path, _ in samples:
+        try:
+            with Image.open(path) as picture:
+                pictures.append(picture.convert("RGB"))
+        except OSError as exc:
+            raise InfoGANError(f"cannot read image {path}: {exc}") from exc
+    sizes = {picture.size for picture in pictures}
+    own = next(iter(sizes)) if len(sizes) == 1 else None
+    notes = []
+    if own is not None and own[0] == own[1] and image_size in (None, own[0]):
+        images = torch.stack([transforms.functional.pil_to_tensor(p) for p in pictures])
+    else:
+        size = image_size or 64
+        to_tensor = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.PILToTensor()])
+        images = torch.stack([to_tensor(p) for p in pictures])
+        shown = f"{own[0]}x{own[1]}" if own else "mixed sizes"
+        notes.append(f"resized from {shown} to {size}x{size}" + ("" if image_size else " (--image-size sets it)"))
+    if bool((images[:, :1] == images[:, 1:]).all()):
+        images = images[:, :1].contiguous()  # every image is grey: one channel
+    labels = torch.tensor([target for _, target in samples])
+    return ImageData(images, labels, f"folder:{folder}", "all", note="; ".join(notes))
 
 
 def _load_torchvision(name: str, root, split: str, download: bool, image_size: int | None) -> ImageData:

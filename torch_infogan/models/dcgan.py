@@ -13,12 +13,24 @@ from torch_infogan.errors import InfoGANError
 DEFAULT_WIDTHS = {28: (64, 128), 32: (64, 128, 256), 64: (64, 128, 256, 512)}
 
 
+def default_widths(image_size: int) -> tuple[int, ...]:
+    """The conv widths for ``image_size``: the table above, else 64, 128, ... doubling, with the fewest halvings
+    (at least two, at most five) that bring the image down to 7 pixels or fewer."""
+    if image_size in DEFAULT_WIDTHS:
+        return DEFAULT_WIDTHS[image_size]
+    for halvings in range(2, 6):
+        if image_size % 2 ** halvings:
+            break
+        if image_size // 2 ** halvings <= 7:
+            return tuple(64 * 2 ** i for i in range(halvings))
+    raise InfoGANError(f"no default DCGAN widths for {image_size}px images (the size must halve at least twice "
+                       f"down to 7 pixels or fewer, e.g. 28, 32, 48, 64, 96, 128); resize them "
+                       f"(--image-size) or pass widths=...")
+
+
 def _widths(image_size: int, widths) -> tuple[int, ...]:
     if widths is None:
-        if image_size not in DEFAULT_WIDTHS:
-            raise InfoGANError(f"no default DCGAN widths for {image_size}px images; pass widths=... "
-                               f"(defaults exist for {sorted(DEFAULT_WIDTHS)})")
-        widths = DEFAULT_WIDTHS[image_size]
+        widths = default_widths(image_size)
     widths = tuple(int(w) for w in widths)
     if not widths or min(widths) < 1:
         raise InfoGANError(f"widths must be one or more positive channel counts, got {list(widths)}")
