@@ -224,3 +224,23 @@ def test_weights_only_copy_loads_and_refuses_to_resume(trained, tmp_path):
         trainer.resume(target)
     same = runner.invoke(export_app, ["weights", str(source), "-o", str(source)])
     assert same.exit_code == 2 and "replace its source" in same.output
+
+
+def test_train_on_an_unbalanced_grey_folder_says_what_it_loaded(tmp_path):
+    from PIL import Image
+
+    images, labels = load_data().images[:400, 0].numpy(), load_data().labels[:400].tolist()
+    for i, (pixels, label) in enumerate(zip(images, labels)):
+        (tmp_path / "data" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "data" / str(label) / f"{i}.png")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--out", str(out), "--data", f"folder:{tmp_path / 'data'}", "--imbalance", "3",
+                                 "--iterations", "2", "--batch-size", "16", "--log-every", "1"])
+    assert result.exit_code == 0, result.output
+    assert "1x28x28 (grey)" in result.output and "largest/smallest class 3" in result.output
+    config = load_checkpoint(out / "checkpoint.safetensors").config
+    counts = [c for c in config["class_counts"] if c]
+    assert max(counts) / min(counts) == pytest.approx(3.0, rel=0.1) and config["train"]["imbalance"] == 3.0
+    assert config["image_shape"] == [1, 28, 28]
+    bad = runner.invoke(app, ["train", "--out", str(tmp_path / "bad"), "--channels", "2"])
+    assert bad.exit_code == 2 and "--channels must be 1 (grey) or 3 (colour)" in bad.output
