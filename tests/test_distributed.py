@@ -31,7 +31,8 @@ trainer_module.Trainer.__init__ = keep
 training.train(config, out)
 trainer = trainers[0]
 # Parameters, not buffers: with per-rank BatchNorm the running statistics of the last step are each rank's own.
-flat = torch.cat([p.detach().flatten() for m in (trainer.generator, trainer.discriminator) for p in m.parameters()])
+params = [*trainer.generator.parameters(), *trainer.discriminator.parameters(), *trainer.info.prior_parameters()]
+flat = torch.cat([p.detach().flatten() for p in params])
 gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
 dist.all_gather(gathered, flat)
 if dist.get_rank() == 0:
@@ -41,11 +42,13 @@ dist.destroy_process_group()
 '''
 
 
-@pytest.mark.parametrize("overrides", [{}, {"contrastive": 1.0, "contrastive_start": 3}],
-                         ids=["infogan", "contrastive"])
+@pytest.mark.parametrize("overrides", [{}, {"contrastive": 1.0, "contrastive_start": 3},
+                                       {"codes": "cat:10:prior=learned,unif:2"}],
+                         ids=["infogan", "contrastive", "learned-prior"])
 def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path, overrides):
     """With the contrastive term too: its classifier (inside D) gets a gradient in every backward, before
-    and after G's term starts, as DistributedDataParallel requires."""
+    and after G's term starts, as DistributedDataParallel requires. With a learned prior, whose logits live
+    outside G's DistributedDataParallel, the ranks' logits stay identical too."""
     script = tmp_path / "check.py"
     script.write_text(CHECK)
     out, report = tmp_path / "run", tmp_path / "report.json"
@@ -65,7 +68,7 @@ def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path, overri
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [3, 6]  # one writer: no duplicated lines
     assert ckpt.config["train"]["batch_size"] == 16
-    if overrides:
+    if "contrastive" in overrides:
         assert ckpt.contrastive is not None
         assert all("loss_cr" in json.loads(line) for line in lines)
 

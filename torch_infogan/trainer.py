@@ -274,6 +274,11 @@ class Trainer:
         else:
             if self.config.updates == "simultaneous":
                 self.opt_d.step()
+            if self.world > 1:  # a learned prior lives outside G's DistributedDataParallel: average its gradient
+                for logits in self.info.prior_parameters():
+                    if logits.grad is not None:
+                        dist.all_reduce(logits.grad)
+                        logits.grad /= self.world
             self.opt_g.step()
         self.step_index += 1
         return losses
