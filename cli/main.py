@@ -75,7 +75,7 @@ def train(
     with user_errors():
         from torch_infogan.config import ConfigError, preset_config, resume_config
         from torch_infogan.errors import InfoGANError
-        from torch_infogan.trainer import TrainingStopped, training_data
+        from torch_infogan.trainer import TrainingStopped
         from torch_infogan.training import RunExists, train as run_training
 
         try:
@@ -104,15 +104,13 @@ def train(
                 bar = None
                 typer.echo("writing pictures, evaluation and report.md ...", err=True)
 
+        def started(trainer) -> None:  # the run is set up: say what it trains on
+            if not quiet:
+                typer.echo(f"data: {trainer.full_data.describe()}", err=True)
+
         try:
-            dataset = training_data(config)
-        except ConfigError as exc:
-            raise _flag_error(exc, overrides) from exc
-        if not quiet:
-            typer.echo(f"data: {dataset.describe()}", err=True)
-        try:
-            result = run_training(config, out, progress=progress, data=dataset, resume=resume is not None,
-                                  overwrite=overwrite)
+            result = run_training(config, out, progress=progress, resume=resume is not None, overwrite=overwrite,
+                                  started=started)
         except ConfigError as exc:  # a value the run cannot use with the rest (e.g. IIC without a categorical code)
             raise _flag_error(exc, overrides) from exc
         except RunExists as exc:

@@ -37,12 +37,14 @@ class TrainResult:
 
 
 def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, dict], None] | None = None,
-          data: ImageData | None = None, resume: bool = False, overwrite: bool = False) -> TrainResult:
+          data: ImageData | None = None, resume: bool = False, overwrite: bool = False,
+          started: Callable[[Trainer], None] | None = None) -> TrainResult:
     """Train, then write checkpoint, metrics, pictures and a report into ``out``.
 
     ``resume=True`` continues from ``out/checkpoint.safetensors``; a folder that already holds a run is
     refused unless ``resume`` or ``overwrite``. See ``Trainer.fit`` for checkpoints, signals and
-    ``progress``. Under torchrun, a process group that this call initializes (``Runtime.setup``) it also
+    ``progress``; ``started(trainer)`` is called on the main process once the trainer is set up (data loaded,
+    checkpoint resumed), before the first step. Under torchrun, a process group that this call initializes (``Runtime.setup``) it also
     destroys when training ends; a caller that needs the group afterwards initializes it first.
     """
     out = Path(out)
@@ -59,6 +61,8 @@ def train(config: TrainConfig, out: str | Path, progress: Callable[[int, int, di
         trainer = Trainer(config, data, runtime)
         if resume:
             trainer.resume(checkpoint_path)
+        if started is not None and runtime.main:
+            started(trainer)
         fit = trainer.fit(out, progress)
     finally:
         # Every rank gets here at the same step. The DDP wrappers reference the group: drop them first.
