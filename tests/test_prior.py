@@ -117,34 +117,31 @@ def test_iic_with_a_prior_is_iic_for_a_uniform_prior_and_rewards_the_prior_margi
         _paired_information(onehots(prior.tolist()), onehots(prior.tolist()))  # plain IIC prefers balance
 
 
+def _train(gen, disc, info, opt_d, opt_g, steps):
+    """The user's loop: D steps on the detached fakes, then G, both with the MI term."""
+    for _ in range(steps):
+        latent, codes = info.sample(8)
+        fake = gen(latent)
+        opt_d.zero_grad()
+        (disc(fake.detach()).mean() + info.loss(codes)).backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        (-disc(fake).mean() + info.loss(codes)).backward()
+        opt_g.step()
+
+
 def test_warns_when_no_optimizer_steps_the_logits():
     gen, disc, info = _small_gan()
     opt_d = torch.optim.Adam(disc.parameters())
     opt_g = torch.optim.Adam(gen.parameters())  # the logits left out
     with pytest.warns(UserWarning, match="prior_parameters"):
-        for _ in range(3):
-            latent, codes = info.sample(8)
-            fake = gen(latent)
-            opt_d.zero_grad()
-            (disc(fake.detach()).mean() + info.loss(codes)).backward()
-            opt_d.step()
-            opt_g.zero_grad()
-            (-disc(fake).mean() + info.loss(codes)).backward()
-            opt_g.step()
+        _train(gen, disc, info, opt_d, opt_g, steps=3)
     gen, disc, info = _small_gan()
     opt_d = torch.optim.Adam(disc.parameters())
     opt_g = torch.optim.Adam([*gen.parameters(), *info.prior_parameters()])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for _ in range(3):
-            latent, codes = info.sample(8)
-            fake = gen(latent)
-            opt_d.zero_grad()
-            (disc(fake.detach()).mean() + info.loss(codes)).backward()
-            opt_d.step()
-            opt_g.zero_grad()
-            (-disc(fake).mean() + info.loss(codes)).backward()
-            opt_g.step()
+        _train(gen, disc, info, opt_d, opt_g, steps=3)
 
 
 def test_prior_against_labels_matches_categories_to_labels():
