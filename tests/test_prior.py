@@ -70,6 +70,29 @@ def test_logits_get_gradients_from_g_loss_and_none_from_d_loss():
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
+def test_prior_loss_fits_the_prior_to_q_frequencies_on_real_images():
+    gen, disc, info = _small_gan()
+    logits, = info.prior_parameters()
+    assert info.prior_loss().item() == 0.0  # nothing recorded yet
+    head = [m for m in info.q.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        head.bias[:4] += torch.tensor([2.0, 1.0, 0.0, -1.0])  # Q names category 0 most often
+    real = torch.rand(64, 1, 4, 4)
+    disc.eval()  # Q's batch norm as in q_params below
+    info.iic(real, real.flip(-1))
+    frequencies = torch.softmax(info.q_params(real)[:, :4].float(), 1)
+    frequencies = (frequencies + torch.softmax(info.q_params(real.flip(-1))[:, :4].float(), 1)).mean(0) / 2
+    before = (info.codes[0].probs - frequencies).abs().sum() / 2
+    assert before > 0.15
+    opt_g = torch.optim.Adam([*gen.parameters(), *info.prior_parameters()], lr=0.05)
+    for _ in range(150):
+        opt_g.zero_grad()
+        info.prior_loss().backward()
+        opt_g.step()
+    assert (info.codes[0].probs - frequencies).abs().sum() / 2 < 0.02  # the prior moved to Q's frequencies
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in disc.parameters())  # it trains the prior only
+
+
 def test_trainer_steps_the_logits_with_g_only():
     trainer = Trainer(preset_config("mnist", codes="cat:10:prior=learned,unif:2", limit=256, batch_size=32,
                                     iterations=2))

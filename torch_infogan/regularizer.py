@@ -112,13 +112,15 @@ class InfoRegularizer:
         self._prior_warned = False
         self._bound_tensors: torch.Tensor | None = None
         self._fitted_bound_tensors: torch.Tensor | None = None
+        self._real_marginals: dict[int, torch.Tensor] = {}  # Q's latest category frequencies on real images
 
     def __getstate__(self):
         # Copies (``copy.deepcopy`` of an attached discriminator) leave the per-step bookkeeping behind, and
         # register global hooks of their own (a handle's state would copy every process-wide hook).
         state = dict(self.__dict__)
         state.update(_samples=[], _watching=None, _pending=[], _depth=0, _untapped=0,
-                     _capture=None, _bound_tensors=None, _fitted_bound_tensors=None, _global_handles=[])
+                     _capture=None, _bound_tensors=None, _fitted_bound_tensors=None, _global_handles=[],
+                     _real_marginals={})
         return state
 
     def __setstate__(self, state):
@@ -498,6 +500,25 @@ class InfoRegularizer:
         self._bounds = None
         return -(weights * bounds).sum()
 
+    def prior_loss(self) -> torch.Tensor:
+        """The learned priors' fit to the data: KL(P || pi) from Q's latest category frequencies P on real images
+        (recorded by ``iic`` and ``consistency``, no gradient) to each learned prior pi, weighted as the code's MI
+        term (float32 scalar; zero with no learned prior or no record yet). Add it to the generator's loss, whose
+        optimizer holds ``prior_parameters()``: it moves the prior to the class frequencies Q finds in the data,
+        a direct signal where G's own gradient through its input moves the logits only slowly."""
+        total = torch.zeros((), device=self._device())
+        for i, marginal in self._real_marginals.items():
+            code = self.codes[i]
+            log_prior = torch.log_softmax(code.logits.float(), dim=0).to(total.device)
+            marginal = marginal.to(total.device)
+            total = total + code.weight * (marginal * (marginal.clamp_min(1e-12).log() - log_prior)).sum()
+        return total
+
+    def _record_marginal(self, i: int, probs: torch.Tensor) -> None:
+        """Keep Q's mean posterior over real images ``probs [n, k]`` for a learned prior's fit."""
+        if self.codes[i].learned:
+            self._real_marginals[i] = probs.detach().float().mean(0)
+
     def consistency(self, images: torch.Tensor, augmented: torch.Tensor) -> torch.Tensor:
         """Consistency of Q's categories on real images: the cross-entropy from Q's posterior over each
         categorical code's categories on ``images`` (the target, no gradient) to Q's posterior on ``augmented``
@@ -518,6 +539,7 @@ class InfoRegularizer:
         total = torch.zeros((), device=images.device)
         for i in categorical:
             probs = self.codes[i].posterior(target[i])["probs"]
+            self._record_marginal(i, probs)
             total = total - (probs * torch.log_softmax(params[i].float(), dim=1)).sum(1).mean()
         return total
 
@@ -543,6 +565,7 @@ class InfoRegularizer:
         total = torch.zeros((), device=images.device)
         for i in categorical:
             first, second = (self.codes[i].posterior(view[i])["probs"] for view in params)
+            self._record_marginal(i, torch.cat([first, second]))
             log_prior = self.codes[i].log_prior()
             total = total - _paired_information(first, second, None if log_prior is None else log_prior.to(total.device))
         return total

@@ -148,7 +148,8 @@ class Trainer:
         self._order = torch.empty(0, dtype=torch.long, device=self.device)
         self._cursor = 0
         self._d_params = list(self.discriminator.parameters())
-        self._g_params = [*self.generator.parameters(), *self.info.prior_parameters()]
+        self._prior_params = self.info.prior_parameters()
+        self._g_params = [*self.generator.parameters(), *self._prior_params]
         self.g_forward, self.d_forward = self.generator, _PairForward(self.discriminator)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -247,6 +248,9 @@ class Trainer:
         else:
             loss_g = mi + (cr.loss(pair_a, pair_b, shared) if cr_on else 0) + (invariance if invariance is not None else 0)
         gan_g = F.binary_cross_entropy_with_logits(d_fake.float(), ones)
+        if self._prior_params and self.step_index >= self.config.prior_start * self.iterations:
+            # the learned prior follows Q's category frequencies on real images
+            loss_g = loss_g + config.info_weight * info.prior_loss()
         (gan_g + loss_g).backward(inputs=self._g_params)
         losses = [gan_d.detach(), gan_g.detach()]
         if self.contrastive is not None:
