@@ -56,7 +56,6 @@ class TrainConfig:
     contrastive: float = 0.0
     contrastive_start: int = 0
     contrastive_gap: float = 0.0
-    prior_start: float = 0.0
     q_hidden: int = 128
     q_batchnorm: bool = True
     train_trunk: bool = True
@@ -129,8 +128,6 @@ class TrainConfig:
         for name in ("info_weight", "consistency", "iic", "invariance", "contrastive", "contrastive_gap"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.prior_start < 1:
-            raise ConfigError("prior_start", f"must be a share of the run in [0, 1), got {self.prior_start}")
         if self.contrastive_start < 0:
             raise ConfigError("contrastive_start", f"must be a step >= 0, got {self.contrastive_start}")
         if self.instance_noise < 0:

@@ -248,8 +248,7 @@ class Trainer:
         else:
             loss_g = mi + (cr.loss(pair_a, pair_b, shared) if cr_on else 0) + (invariance if invariance is not None else 0)
         gan_g = F.binary_cross_entropy_with_logits(d_fake.float(), ones)
-        if self._prior_params and self.step_index >= self.config.prior_start * self.iterations:
-            # the learned prior follows Q's category frequencies on real images
+        if self._prior_params:  # the learned prior follows Q's category frequencies on real images
             loss_g = loss_g + config.info_weight * info.prior_loss()
         (gan_g + loss_g).backward(inputs=self._g_params)
         losses = [gan_d.detach(), gan_g.detach()]
