@@ -454,3 +454,29 @@ def test_category_loss_with_a_frozen_trunk_reaches_q_and_the_images_alone():
     info.category_loss(images, codes).backward()
     assert images.grad.abs().sum() > 0 and _grad_norm(D.info_q.parameters()) > 0
     assert _grad_norm(D.trunk.parameters()) == 0
+
+
+@pytest.mark.parametrize("train_trunk", [True, False])
+def test_features_stop_at_the_tap_and_equal_the_full_forwards(train_trunk):
+    info, G, D = _setup(train_trunk=train_trunk)
+    images = torch.rand(8, 1, 28, 28)
+    full = []
+    handle = D.get_submodule(DCGAN_TAP).register_forward_hook(lambda m, i, o: full.append(o.flatten(1).clone()))
+    heads = []
+    head_handle = D.head.register_forward_hook(lambda m, i, o: heads.append(o))
+    D.eval()
+    with torch.no_grad():
+        D(images)
+        assert len(heads) == 1  # the full forward runs the output head
+        features = info.features(images)
+        trunk_free = info._trunk_free_features((images,), {})
+    handle.remove()
+    head_handle.remove()
+    assert len(heads) == 1  # the features-only paths did not run it
+    torch.testing.assert_close(features, full[0])
+    torch.testing.assert_close(trunk_free, full[0])
+    assert info._depth == 0 and info._capture is None  # the hooks' bookkeeping is left as it was
+    latent, codes = info.sample(4)  # and a training forward afterwards is tapped as before
+    D.train()
+    D(G(latent))
+    assert torch.isfinite(info.loss(codes))

@@ -55,6 +55,11 @@ class _Sample:
     ignored: list = field(default_factory=list)   # why forwards that reached the latent were not candidates
 
 
+class _FeaturesTaken(Exception):
+    """Raised by the tap once ``features()`` has its features: the discriminator's layers after the tap (its
+    output head) are not run for them."""
+
+
 class InfoRegularizer:
     """Adds InfoGAN's latent codes and Q head to an existing GAN.
 
@@ -306,6 +311,10 @@ class InfoRegularizer:
     def _tap(self, module, args, output):
         if self._capture is not None:
             self._capture.append(output.flatten(1).to(torch.float32, copy=True))
+            # Stop the discriminator's forward here: nothing reads its output. (torch.export traces the whole
+            # forward instead: it does not follow an exception out of a hook.)
+            if self._depth == 1 and not torch.compiler.is_exporting():
+                raise _FeaturesTaken
             return
         if not self._pending or self._depth != 1:
             return
@@ -604,7 +613,10 @@ class InfoRegularizer:
         state = {name: p.detach() for name, p in disc.named_parameters()}
         state.update({name: b.clone() for name, b in disc.named_buffers()})
         with self._capturing() as captured:
-            torch.func.functional_call(disc, state, args, kwargs)
+            try:
+                torch.func.functional_call(disc, state, args, kwargs)
+            except _FeaturesTaken:
+                pass
         return captured[0]
 
     @contextlib.contextmanager
@@ -659,10 +671,14 @@ class InfoRegularizer:
         return (params, features) if return_features else params
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The tapped layer's output for ``images``, flattened to ``[n, F]`` float32 (runs the discriminator)."""
+        """The tapped layer's output for ``images``, flattened to ``[n, F]`` float32: the discriminator runs up
+        to the tapped layer, not through the layers after it (its output head)."""
         disc = self._attached()
         with self._capturing() as captured:
-            disc(images)
+            try:
+                disc(images)
+            except _FeaturesTaken:
+                pass
         if not captured:
             raise InfoGANError(f"the tapped layer {self.layer_name!r} did not run during the discriminator's forward")
         return captured[0]
