@@ -220,8 +220,10 @@ class Trainer:
                 moved = random_affine(generated[:half], CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.code_gen,
                                       max_shear=config.pair_shear)
                 moved_codes = {key: value[:half] for key, value in codes.items()}
-                invariance = config.invariance * info.category_loss(moved.detach() if alternating else moved,
-                                                                    moved_codes)
+                # Alternating: one forward serves both players. D's backward also gives the term's gradient with
+                # respect to the moved images (``moved_in.grad``), which G's step then takes through ``moved``.
+                moved_in = moved.detach().requires_grad_() if alternating else moved
+                invariance = config.invariance * info.category_loss(moved_in, moved_codes)
                 loss_d = loss_d + invariance
             if self.contrastive is not None:
                 cr, cr_on = self.contrastive, self.contrastive.active(self.step_index)
@@ -232,7 +234,8 @@ class Trainer:
                 loss_d = loss_d + cr.weight * cr_entropy
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
-        loss_d.backward(inputs=self._d_params, retain_graph=not alternating)
+        d_inputs = self._d_params + ([moved_in] if alternating and invariance is not None else [])
+        loss_d.backward(inputs=d_inputs, retain_graph=not alternating)
         if alternating:
             if config.on_nonfinite == "skip" and not bool(torch.isfinite(loss_d)):
                 n = 3 if self.contrastive is not None else 2
@@ -241,8 +244,8 @@ class Trainer:
             with self.runtime.autocast():
                 d_fake = self.discriminator(fake)
                 loss_g = config.info_weight * info.loss(codes)
-                if invariance is not None:  # both players take it, as they take the MI term
-                    loss_g = loss_g + config.invariance * info.category_loss(moved, moved_codes)
+                if invariance is not None:  # both players take it, as they take the MI term (G from D before its step)
+                    loss_g = loss_g + (moved.float() * moved_in.grad.float()).sum()
                 if cr_on:
                     loss_g = loss_g + cr.loss(pair_a, pair_b, shared)
         else:
