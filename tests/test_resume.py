@@ -86,7 +86,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
     from torch_infogan import trainer as training
 
     config = preset_config("mnist", limit=256, batch_size=32, iterations=30, checkpoint_every=10, log_every=5)
-    original = training.Trainer._step
+    original = training.Trainer._d_phase
 
     def blow_up(self, real):
         if self.step_index == 13:  # the 14th step goes wrong
@@ -94,7 +94,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
                 next(self.generator.parameters()).fill_(float("inf"))
         return original(self, real)
 
-    monkeypatch.setattr(training.Trainer, "_step", blow_up)
+    monkeypatch.setattr(training.Trainer, "_d_phase", blow_up)
     with pytest.raises(TrainingStopped, match=r"non-finite loss or parameters at step 14;") as stopped:
         train(config, tmp_path)
     assert stopped.value.signum is None and stopped.value.step == 14
@@ -108,17 +108,16 @@ def test_skip_mode_survives_a_bad_step(tmp_path, monkeypatch):
 
     config = preset_config("mnist", limit=256, batch_size=32, iterations=12, log_every=4, checkpoint_every=12,
                            on_nonfinite="skip")
-    original = training.Trainer._step
+    original = training.Trainer._g_phase
 
-    def poisoned(self, real):
-        losses = original(self, real)
+    def poisoned(self, batch, scalars):
+        original(self, batch, scalars)
         if self.step_index == 5:
             for p in self.generator.parameters():
                 p.grad = torch.full_like(p, float("nan"))
-            return losses * float("nan")
-        return losses
+            scalars["g/total"] = scalars["g/total"] * float("nan")
 
-    monkeypatch.setattr(training.Trainer, "_step", poisoned)
+    monkeypatch.setattr(training.Trainer, "_g_phase", poisoned)
     result = train(config, tmp_path)
     assert result.steps == 12
     assert all(torch.isfinite(t).all() for t in load_file(str(tmp_path / "checkpoint.safetensors")).values()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import math
@@ -13,10 +14,9 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from torch_infogan.augment import random_affine, random_rotate, random_translate
+from torch_infogan.augment import random_rotate, random_translate
 from torch_infogan.checkpoint import load_checkpoint, save_checkpoint
 from torch_infogan.codes import Categorical
 from torch_infogan.config import ConfigError, TrainConfig
@@ -25,15 +25,10 @@ from torch_infogan.data import ImageData, load_data
 from torch_infogan.errors import InfoGANError
 from torch_infogan.evaluation import normalize
 from torch_infogan.models import TAP_LAYERS, build_models
+from torch_infogan.objective import (D, G, ConsistencyTerm, ContrastiveTerm, GANTerm, IICTerm, InvarianceTerm,
+                                     MITerm, PriorTerm, StepBatch, Term)
 from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.runtime import Runtime
-
-
-#: The transformation that the consistency and IIC terms compare Q's categories of real images across, and
-#: that the invariance term moves G's images by (``TrainConfig.consistency``, ``iic``, ``invariance``): turns
-#: of up to 20 degrees and scaling by up to 10%, then the slant of ``TrainConfig.pair_shear``.
-CONSISTENCY_DEGREES = 20.0
-CONSISTENCY_SCALE = 0.1
 
 
 def training_data(config: TrainConfig) -> ImageData:
@@ -155,7 +150,16 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.g_forward = nn.parallel.DistributedDataParallel(self.g_forward, device_ids=ids)
             self.d_forward = nn.parallel.DistributedDataParallel(self.d_forward, device_ids=ids)
-        self._step_fn = torch.compile(self._step) if config.compile else self._step
+        self.terms = self._build_terms()
+        #: The names of the scalars ``step`` returns, in a fixed order: each term's loss per player, then the totals.
+        self.scalar_names = [f"{player}/{term.name}" for player in (D, G) for term in self.terms
+                             if player in term.players] + ["d/total", "g/total"]
+        self.last_skipped = False
+        self._compile_phases(config.compile)
+
+    def _compile_phases(self, compile: bool) -> None:
+        self._d_fn = torch.compile(self._d_phase) if compile else self._d_phase
+        self._g_fn = torch.compile(self._g_phase) if compile else self._g_phase
 
     def _iterations(self) -> int:
         if self.config.epochs is not None:
@@ -180,19 +184,40 @@ class Trainer:
             return 1.0
         return 0.1 + 0.9 * max(0.0, 1.0 - self.step_index / self.iterations)
 
-    def _step(self, real: torch.Tensor) -> torch.Tensor:
-        """Gradients of one step (the optimizers step in ``step``); returns the GAN losses ``[d, g]``
-        (without the MI terms, whose bounds the regularizer keeps), and the contrastive classifier's
-        cross-entropy where that term is on.
+    def _build_terms(self) -> list[Term]:
+        """The objective's terms for this configuration, in the order they are computed."""
+        config, info = self.config, self.info
+        terms: list[Term] = [GANTerm(), MITerm(info, config.info_weight)]
+        if config.consistency > 0:
+            terms.append(ConsistencyTerm(info, config.consistency, config.pair_shear))
+        if config.iic > 0:
+            terms.append(IICTerm(info, config.iic, config.pair_shear))
+        if config.invariance > 0:
+            terms.append(InvarianceTerm(info, config.invariance, config.pair_shear))
+        if self.contrastive is not None:
+            terms.append(ContrastiveTerm(self.contrastive, self.generator))
+        if self._prior_params:  # the learned prior follows Q's category frequencies on real images
+            terms.append(PriorTerm(info, config.info_weight))
+        return terms
 
-        ``simultaneous``: one D forward on the fakes serves both players, each loss reaching only its
-        own parameters. ``alternating``: D steps first, then G's loss comes from a fresh forward of the
-        updated D (one more D forward; the paper's code does this).
-        """
+    def _total(self, player: str, batch: StepBatch, scalars: dict) -> torch.Tensor:
+        """Sum the weighted losses of the terms ``player`` trains, recording each term's loss in ``scalars``."""
+        total = torch.zeros((), device=batch.real.device)
+        for term in self.terms:
+            if player in term.players:
+                value = term.loss(player, batch)
+                scalars[f"{player}/{term.name}"] = value.detach().float()
+                total = total + term.weight * value
+        scalars[f"{player}/total"] = total.detach()
+        return total
+
+    def _d_phase(self, real: torch.Tensor) -> tuple[StepBatch, dict]:
+        """Draw the step's latents, run G and D on both batches, and back-propagate D's total into D's parameters."""
         info, config = self.info, self.config
         alternating = config.updates == "alternating"
+        scalars: dict[str, torch.Tensor] = {}
         with self.runtime.autocast():
-            clean = real  # the batch as drawn, before noise and shifts: the consistency term's input
+            clean = real  # the batch as drawn, before noise and shifts: the real-image terms' input
             latent, codes = info.sample(real.shape[0], generator=self.code_gen)
             fake = generated = self.g_forward(latent)
             sigma = config.instance_noise * max(0.0, 1.0 - self.step_index / self.iterations)
@@ -202,92 +227,93 @@ class Trainer:
             real = random_rotate(random_translate(real, config.translate, self.code_gen), config.rotate, self.code_gen)
             fake = random_rotate(random_translate(fake, config.translate, self.code_gen), config.rotate, self.code_gen)
             d_real, d_fake = self.d_forward(real, fake)
-            mi = config.info_weight * info.loss(codes)
-            ones, zeros = torch.ones_like(d_real, dtype=torch.float32), torch.zeros_like(d_real, dtype=torch.float32)
-            gan_d = F.binary_cross_entropy_with_logits(d_real.float(), ones) \
-                + F.binary_cross_entropy_with_logits(d_fake.float(), zeros)
-            loss_d, cr_on = gan_d + mi, False
-            if config.consistency > 0 or config.iic > 0:  # Q's categories of real digits before and after a turn
-                turned = random_affine(clean, CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.code_gen,
-                                       max_shear=config.pair_shear)
-                if config.consistency > 0:
-                    loss_d = loss_d + config.consistency * info.consistency(clean, turned)
-                if config.iic > 0:
-                    loss_d = loss_d + config.iic * info.iic(clean, turned)
-            invariance = None
-            if config.invariance > 0:  # G's categories named on copies turned, scaled and slanted as the IIC pair's
-                half = max(2, generated.shape[0] // 2)  # half the batch, to keep the term's cost down
-                moved = random_affine(generated[:half], CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.code_gen,
-                                      max_shear=config.pair_shear)
-                moved_codes = {key: value[:half] for key, value in codes.items()}
-                # Alternating: one forward serves both players. D's backward also gives the term's gradient with
-                # respect to the moved images (``moved_in.grad``), which G's step then takes through ``moved``.
-                moved_in = moved.detach().requires_grad_() if alternating else moved
-                invariance = config.invariance * info.category_loss(moved_in, moved_codes)
-                loss_d = loss_d + invariance
-            if self.contrastive is not None:
-                cr, cr_on = self.contrastive, self.contrastive.active(self.step_index)
-                latent_a, latent_b, shared = cr.pairs(real.shape[0], generator=self.code_gen)
-                with torch.set_grad_enabled(cr_on):
-                    pair_a, pair_b = self.generator(latent_a), self.generator(latent_b)
-                cr_entropy = cr.cross_entropy(pair_a.detach(), pair_b.detach(), shared)
-                loss_d = loss_d + cr.weight * cr_entropy
+            batch = StepBatch(clean, real, generated, fake, latent, codes, d_real, d_fake, self.step_index,
+                              alternating, self.code_gen, d_fake_g=None if alternating else d_fake)
+            total_d = self._total(D, batch, scalars)
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
-        d_inputs = self._d_params + ([moved_in] if alternating and invariance is not None else [])
-        loss_d.backward(inputs=d_inputs, retain_graph=not alternating)
-        if alternating:
-            if config.on_nonfinite == "skip" and not bool(torch.isfinite(loss_d)):
-                n = 3 if self.contrastive is not None else 2
-                return torch.full((n,), float("nan"), device=real.device)  # `step` skips the whole step
-            self.opt_d.step()
-            with self.runtime.autocast():
-                d_fake = self.discriminator(fake)
-                loss_g = config.info_weight * info.loss(codes)
-                if invariance is not None:  # both players take it, as they take the MI term (G from D before its step)
-                    loss_g = loss_g + (moved.float() * moved_in.grad.float()).sum()
-                if cr_on:
-                    loss_g = loss_g + cr.loss(pair_a, pair_b, shared)
-        else:
-            loss_g = mi + (cr.loss(pair_a, pair_b, shared) if cr_on else 0) + (invariance if invariance is not None else 0)
-        gan_g = F.binary_cross_entropy_with_logits(d_fake.float(), ones)
-        if self._prior_params:  # the learned prior follows Q's category frequencies on real images
-            loss_g = loss_g + config.info_weight * info.prior_loss()
-        (gan_g + loss_g).backward(inputs=self._g_params)
-        losses = [gan_d.detach(), gan_g.detach()]
-        if self.contrastive is not None:
-            losses.append(cr_entropy.detach())
-        return torch.stack(losses)
+        extra = [t for term in self.terms if isinstance(term, InvarianceTerm) for t in term.backward_inputs(batch)]
+        total_d.backward(inputs=self._d_params + extra, retain_graph=not alternating)
+        return batch, scalars
 
-    def step(self) -> torch.Tensor:
-        """One training step; returns the GAN losses ``[d, g]`` (and the contrastive classifier's cross-entropy
-        where that term is configured) on the device (no host sync unless skipping)."""
+    def _g_phase(self, batch: StepBatch, scalars: dict) -> None:
+        """G's total (after D's step when updates alternate: from a fresh forward of the stepped D), and its
+        backward into G's parameters (and a learned prior's logits)."""
+        with self.runtime.autocast():
+            if batch.alternating:
+                batch.d_fake_g = self.discriminator(batch.fake)
+            total_g = self._total(G, batch, scalars)
+        total_g.backward(inputs=self._g_params)
+
+    def _all_finite(self, *totals: torch.Tensor) -> bool:
+        """Whether the totals are finite on every process (one host sync)."""
+        finite = torch.stack([torch.isfinite(t) for t in totals]).all().to(torch.int32)
+        if self.world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite)
+
+    def step(self) -> dict[str, torch.Tensor]:
+        """One training step. Returns the named scalars on the device (no host sync unless skipping): each
+        term's unweighted loss for each player it trains (``"d/gan"``, ``"g/mi"``, ...) and each player's
+        weighted total (``"d/total"``, ``"g/total"``).
+
+        With ``on_nonfinite="skip"`` the total each optimizer is about to step on is checked first; a step with a
+        non-finite total leaves both players' parameters, optimizer state and batch-norm buffers as they were
+        (when updates alternate and D has stepped before G's total turns out bad, D is rolled back)."""
+        config = self.config
         factor = self._lr_factor()
-        for opt, lr in ((self.opt_d, self.config.lr_d), (self.opt_g, self.config.lr_g)):
+        for opt, lr in ((self.opt_d, config.lr_d), (self.opt_g, config.lr_g)):
             for group in opt.param_groups:
                 group["lr"] = lr * factor
-        skip_mode = self.config.on_nonfinite == "skip"
+        skip_mode = config.on_nonfinite == "skip"
+        alternating = config.updates == "alternating"
+        self.last_skipped = False
         if skip_mode:  # batch-norm statistics move in the forward: keep a copy to undo a bad step
             buffers = [b for m in (self.generator, self.discriminator) for b in m.buffers()]
-            saved = [b.clone() for b in buffers]
-        losses = self._step_fn(self.next_batch())
-        if skip_mode and not bool(torch.isfinite(losses).all()):
-            self.opt_d.zero_grad(set_to_none=True)
-            self.opt_g.zero_grad(set_to_none=True)
-            for buffer, copy in zip(buffers, saved):
-                buffer.copy_(copy)
-            self.skipped += 1
-        else:
-            if self.config.updates == "simultaneous":
-                self.opt_d.step()
-            if self.world > 1:  # a learned prior lives outside G's DistributedDataParallel: average its gradient
-                for logits in self.info.prior_parameters():
-                    if logits.grad is not None:
-                        dist.all_reduce(logits.grad)
-                        logits.grad /= self.world
-            self.opt_g.step()
+            saved_buffers = [b.clone() for b in buffers]
+            saved_d = None
+        batch, scalars = self._d_fn(self.next_batch())
+        if alternating:
+            if skip_mode and not self._all_finite(scalars["d/total"]):
+                self._undo(buffers, saved_buffers, None)
+                return self._skipped(scalars)
+            if skip_mode:
+                saved_d = ([p.detach().clone() for p in self._d_params], copy.deepcopy(self.opt_d.state_dict()))
+            self.opt_d.step()
+        self._g_fn(batch, scalars)
+        if skip_mode and not self._all_finite(scalars["d/total"], scalars["g/total"]):
+            self._undo(buffers, saved_buffers, saved_d)
+            return self._skipped(scalars)
+        if not alternating:
+            self.opt_d.step()
+        if self.world > 1:  # a learned prior lives outside G's DistributedDataParallel: average its gradient
+            for logits in self._prior_params:
+                if logits.grad is not None:
+                    dist.all_reduce(logits.grad)
+                    logits.grad /= self.world
+        self.opt_g.step()
         self.step_index += 1
-        return losses
+        return scalars
+
+    def _undo(self, buffers: list, saved_buffers: list, saved_d) -> None:
+        """Put back what a skipped step changed: the buffers, and D's parameters and optimizer state if it stepped."""
+        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, saved in zip(buffers, saved_buffers):
+                buffer.copy_(saved)
+            if saved_d is not None:
+                params, state = saved_d
+                for p, saved in zip(self._d_params, params):
+                    p.copy_(saved)
+                self.opt_d.load_state_dict(state)
+
+    def _skipped(self, scalars: dict) -> dict[str, torch.Tensor]:
+        self.skipped += 1
+        self.last_skipped = True
+        self.step_index += 1
+        nan = torch.full((), float("nan"), device=self.device)
+        return {name: scalars.get(name, nan) for name in self.scalar_names}
 
     def close(self) -> None:
         """Drops the DistributedDataParallel wrappers, which hold the process group, so it can be destroyed.
@@ -296,7 +322,7 @@ class Trainer:
         """
         if isinstance(self.g_forward, nn.parallel.DistributedDataParallel):
             self.g_forward, self.d_forward = self.g_forward.module, self.d_forward.module
-            self._step_fn = self._step
+            self._compile_phases(False)
             gc.collect()  # DDP's reducer may sit in a reference cycle; free it now, not at interpreter exit
 
     def parameters_finite(self) -> bool:
@@ -360,7 +386,8 @@ class Trainer:
         save a checkpoint and raise ``TrainingStopped``; so do non-finite losses or parameters (then
         without saving: the last good checkpoint stays). ``progress(step, total, record)`` is called on the
         main process at every logging step with the latest record: ``loss_d`` and ``loss_g`` (the GAN
-        losses alone), ``loss_cr`` (the contrastive classifier's cross-entropy, where configured), ``mi``
+        losses alone), ``loss_cr`` (the contrastive classifier's cross-entropy, where configured), ``terms``
+        (per player, each term's unweighted loss and the player's weighted ``total``: ``step``'s scalars), ``mi``
         (each code's MI lower bound, Q's std as configured) and ``mi_fitted`` (the bound with Q's variance
         fitted to its error).
         """
@@ -370,9 +397,9 @@ class Trainer:
         if main:
             out.mkdir(parents=True, exist_ok=True)
         records = _read_records(metrics_path, self.step_index) if self.step_index else []
-        n_codes = len(info.codes)
-        n_losses = 2 if self.contrastive is None else 3
-        sums = torch.zeros(n_losses + 2 * n_codes, device=self.device)
+        names, n_codes = self.scalar_names, len(info.codes)
+        n_scalars = len(names)
+        sums = torch.zeros(n_scalars + 2 * n_codes, device=self.device)
         first_bad = torch.zeros((), dtype=torch.long, device=self.device)
         count, start = 0, time.perf_counter()
         last, last_step, first_step = start, self.step_index, self.step_index
@@ -382,13 +409,15 @@ class Trainer:
                 metrics_file.writelines(json.dumps(record) + "\n" for record in records)
             with _StopSignals() as signals:
                 while self.step_index < total:
-                    losses = self.step()
+                    scalars = self.step()
                     step = self.step_index
-                    values = torch.cat([losses, info.bound_tensor(), info.fitted_bound_tensor()])
-                    sums += values
-                    bad = ~torch.isfinite(values).all()
-                    first_bad = torch.where(bad & (first_bad == 0), torch.full_like(first_bad, step), first_bad)
-                    count += 1
+                    if not self.last_skipped:  # a skipped step changed nothing and is left out of the means
+                        values = torch.cat([torch.stack([scalars[name] for name in names]), info.bound_tensor(),
+                                            info.fitted_bound_tensor()])
+                        sums += values
+                        bad = ~torch.isfinite(values).all()
+                        first_bad = torch.where(bad & (first_bad == 0), torch.full_like(first_bad, step), first_bad)
+                        count += 1
                     log_now = step % config.log_every == 0 or step == total
                     save_now = step % config.checkpoint_every == 0 or step == total
                     stop_now = signals.signum is not None
@@ -406,12 +435,15 @@ class Trainer:
                     if log_now and count:
                         now = time.perf_counter()
                         mean = (sums / count).tolist()  # the one host sync per log interval
-                        record = {"step": step, "loss_d": mean[0], "loss_g": mean[1],
-                                  "mi": dict(zip(info.keys, mean[n_losses:n_losses + n_codes])),
-                                  "mi_fitted": dict(zip(info.keys, mean[n_losses + n_codes:])),
+                        terms = dict(zip(names, mean[:n_scalars]))
+                        record = {"step": step, "loss_d": terms["d/gan"], "loss_g": terms["g/gan"],
+                                  "terms": {player: {name.split("/", 1)[1]: value for name, value in terms.items()
+                                                     if name.startswith(player + "/")} for player in (D, G)},
+                                  "mi": dict(zip(info.keys, mean[n_scalars:n_scalars + n_codes])),
+                                  "mi_fitted": dict(zip(info.keys, mean[n_scalars + n_codes:])),
                                   "images_per_s": (step - last_step) * config.batch_size * self.world / (now - last)}
                         if self.contrastive is not None:
-                            record["loss_cr"] = mean[2]
+                            record["loss_cr"] = terms["d/contrastive"]
                         records.append(record)
                         if main:
                             metrics_file.write(json.dumps(record) + "\n")

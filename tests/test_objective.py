@@ -1,0 +1,115 @@
+"""The objective's terms: each one's loss per player, the step's totals, and the guard on non-finite totals."""
+
+import pytest
+import torch
+
+from torch_infogan.config import preset_config
+from torch_infogan.models import DCGAN_TAP, build_dcgan
+from torch_infogan.objective import D, G, InvarianceTerm, StepBatch
+from torch_infogan.regularizer import InfoRegularizer
+from torch_infogan.trainer import Trainer, TrainingStopped, training_data
+
+_DATA = {}
+
+
+def _trainer(preset="mnist", **overrides):
+    small = dict(widths=[8, 16], fc_dim=32, q_hidden=16) if preset == "mnist" else {}  # small networks: fast steps
+    config = preset_config(preset, limit=128, batch_size=16, device="cpu", precision="fp32", **small, **overrides)
+    if preset not in _DATA:  # load (or draw) each dataset once for the whole module
+        _DATA[preset] = training_data(config).subset(128)
+    return Trainer(config, data=_DATA[preset])
+
+
+def test_the_step_returns_each_terms_loss_per_player_and_the_weighted_totals():
+    trainer = _trainer(consistency=0.5, iic=2.0, invariance=0.7)
+    scalars = trainer.step()
+    assert sorted(scalars) == sorted(trainer.scalar_names)
+    assert set(trainer.scalar_names) == {"d/gan", "d/mi", "d/consistency", "d/iic", "d/invariance",
+                                         "g/gan", "g/mi", "g/invariance", "d/total", "g/total"}
+    weights = {term.name: term.weight for term in trainer.terms}
+    for player in (D, G):
+        parts = [weights[name.split("/")[1]] * value for name, value in scalars.items()
+                 if name.startswith(player + "/") and not name.endswith("/total")]
+        torch.testing.assert_close(scalars[f"{player}/total"], torch.stack(parts).sum())
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in scalars.values())
+
+
+def test_invariance_gives_g_the_terms_gradient_through_one_forward_when_updates_alternate():
+    torch.manual_seed(0)
+    info = InfoRegularizer("cat:10,unif:2", noise_dim=16)
+    netG, netD = build_dcgan(info.latent_dim)
+    info.attach(netD, DCGAN_TAP, example=torch.rand(2, 1, 28, 28))
+    latent, codes = info.sample(8)
+    generated = netG(latent)
+    batch = StepBatch(generated, generated, generated, generated, latent, codes, None, None, 0, True,
+                      torch.Generator().manual_seed(1))
+    term = InvarianceTerm(info, weight=0.7, pair_shear=0.4)
+    value = term.loss(D, batch)
+    moved, moved_in = batch.shared["moved"]
+    (term.weight * value).backward(inputs=[moved_in])
+    surrogate = term.loss(G, batch)
+    torch.testing.assert_close(surrogate, value.detach())  # its value is the term's
+    from_surrogate = torch.autograd.grad(surrogate, list(netG.parameters()), retain_graph=True)
+    half = moved.shape[0]
+    direct = info.category_loss(moved, {k: v[:half] for k, v in codes.items()})
+    from_direct = torch.autograd.grad(direct, list(netG.parameters()))
+    for a, b in zip(from_surrogate, from_direct):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _state(trainer):
+    """Copies of everything a step can change: parameters, buffers and both optimizers' state."""
+    tensors = {f"G.{k}": v.clone() for k, v in trainer.generator.state_dict().items()}
+    tensors.update({f"D.{k}": v.clone() for k, v in trainer.discriminator.state_dict().items()})
+    tensors.update({f"prior.{i}": p.detach().clone() for i, p in enumerate(trainer.info.prior_parameters())})
+    for name, opt in (("opt_d", trainer.opt_d), ("opt_g", trainer.opt_g)):
+        for i, state in opt.state_dict()["state"].items():
+            tensors.update({f"{name}.{i}.{k}": torch.as_tensor(v).clone() for k, v in state.items()})
+    return tensors
+
+
+CASES = [("mnist", term, player) for term, players in
+         [("gan", "dg"), ("mi", "dg"), ("consistency", "d"), ("iic", "d"), ("invariance", "dg"), ("prior", "g")]
+         for player in players] + [("shapes-cr", "contrastive", "d"), ("shapes-cr", "contrastive", "g")]
+
+
+@pytest.mark.parametrize("updates", ["alternating", "simultaneous"])
+@pytest.mark.parametrize("preset,term_name,player", CASES)
+def test_a_non_finite_term_skips_the_step_and_leaves_both_players_as_they_were(preset, term_name, player, updates):
+    extra = dict(consistency=1.0, codes="cat:10:prior=learned,unif:2") if preset == "mnist" else \
+        dict(contrastive_start=0)
+    trainer = _trainer(preset, updates=updates, on_nonfinite="skip", **extra)
+    term = next(t for t in trainer.terms if t.name == term_name)
+    trainer.step()  # a good step first: the optimizers hold state
+    original = term.loss
+
+    def poisoned(which, batch):
+        value = original(which, batch)
+        return value * float("nan") if which == player else value
+
+    term.loss = poisoned
+    before = _state(trainer)
+    scalars = trainer.step()
+    assert trainer.last_skipped and trainer.skipped == 1 and trainer.step_index == 2
+    assert not torch.isfinite(scalars[f"{player}/{term_name}"])
+    after = _state(trainer)
+    assert after.keys() == before.keys()
+    changed = [key for key in before if not torch.equal(before[key], after[key])]
+    assert not changed, f"a skipped step changed {changed[:5]}"
+    term.loss = original
+    trainer.step()  # the next step goes on as usual
+    assert not trainer.last_skipped
+    moved = _state(trainer)
+    assert any(not torch.equal(before[key], moved[key]) for key in before if key.startswith("G."))
+    assert any(not torch.equal(before[key], moved[key]) for key in before if key.startswith("D."))
+
+
+@pytest.mark.parametrize("updates", ["alternating", "simultaneous"])
+def test_a_non_finite_term_stops_training_in_stop_mode(tmp_path, updates):
+    trainer = _trainer(iterations=6, log_every=2, checkpoint_every=2, updates=updates)
+    term = next(t for t in trainer.terms if t.name == "invariance")
+    original = term.loss
+    term.loss = lambda which, batch: original(which, batch) * (float("nan") if trainer.step_index == 3 and which == G
+                                                               else 1.0)
+    with pytest.raises(TrainingStopped, match="non-finite loss or parameters at step 4"):
+        trainer.fit(tmp_path)

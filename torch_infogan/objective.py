@@ -1,0 +1,203 @@
+"""The terms of the training objective, one object each: the players it trains, its weight, its loss for each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torch_infogan.augment import random_affine
+from torch_infogan.contrastive import ContrastiveRegularizer
+from torch_infogan.regularizer import InfoRegularizer
+
+#: The transformation that the consistency and IIC terms compare Q's categories of real images across, and
+#: that the invariance term moves G's images by (``TrainConfig.consistency``, ``iic``, ``invariance``): turns
+#: of up to 20 degrees and scaling by up to 10%, then the slant of ``TrainConfig.pair_shear``.
+CONSISTENCY_DEGREES = 20.0
+CONSISTENCY_SCALE = 0.1
+
+D, G = "d", "g"  # the players: the discriminator (with Q) and the generator
+
+
+@dataclass(eq=False)
+class StepBatch:
+    """What one training step's terms read: the images and codes of the step and the discriminator's outputs.
+
+    ``d_fake`` is D's output on ``fake`` for D's loss; ``d_fake_g`` the one G's loss takes (a fresh forward of
+    the stepped D when updates alternate, else the same). ``shared`` holds what one term computes for another
+    or for both players (the turned copies of the real batch, a value both players take)."""
+
+    clean: torch.Tensor                  # the real batch as drawn, float in [0, 1]
+    real: torch.Tensor                   # the real batch as D sees it (instance noise, shifts)
+    generated: torch.Tensor              # G's output
+    fake: torch.Tensor                   # G's output as D sees it
+    latent: torch.Tensor
+    codes: dict
+    d_real: torch.Tensor
+    d_fake: torch.Tensor
+    step: int
+    alternating: bool
+    generator_rng: torch.Generator | None = None
+    d_fake_g: torch.Tensor | None = None
+    shared: dict = field(default_factory=dict)
+
+    def turned(self, pair_shear: float) -> torch.Tensor:
+        """The real batch turned, scaled and slanted, drawn once per step for the terms that compare with it."""
+        if "turned" not in self.shared:
+            self.shared["turned"] = random_affine(self.clean, CONSISTENCY_DEGREES, CONSISTENCY_SCALE,
+                                                  self.generator_rng, max_shear=pair_shear)
+        return self.shared["turned"]
+
+
+class Term:
+    """One term of the objective: ``loss(player, batch)`` is its unweighted loss for a player it trains.
+
+    ``players`` are the players whose optimizer steps on it (``"d"``, ``"g"``); the step adds ``weight`` times
+    the loss to each of those players' totals, under the term's ``name``. ``passes`` says what extra
+    discriminator forwards the term runs per step (for the docs and benchmarks)."""
+
+    name: str = ""
+    players: tuple[str, ...] = (D, G)
+    passes: str = ""
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = float(weight)
+
+    def loss(self, player: str, batch: StepBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weight={self.weight}, players={self.players})"
+
+
+class GANTerm(Term):
+    """The non-saturating GAN loss: D tells real from generated, G is scored by D as real."""
+
+    name, passes = "gan", "none: D's forwards on the real and the generated batch belong to the step"
+
+    def loss(self, player, batch):
+        if player == D:
+            ones = torch.ones_like(batch.d_real, dtype=torch.float32)
+            zeros = torch.zeros_like(batch.d_fake, dtype=torch.float32)
+            return F.binary_cross_entropy_with_logits(batch.d_real.float(), ones) \
+                + F.binary_cross_entropy_with_logits(batch.d_fake.float(), zeros)
+        d_fake = batch.d_fake_g
+        return F.binary_cross_entropy_with_logits(d_fake.float(), torch.ones_like(d_fake, dtype=torch.float32))
+
+
+class MITerm(Term):
+    """InfoGAN's mutual-information term (``InfoRegularizer.loss``) on D's forward on the generated batch."""
+
+    name, passes = "mi", "none: it reads the tapped features of the step's forward on the generated batch"
+
+    def __init__(self, info: InfoRegularizer, weight: float = 1.0):
+        super().__init__(weight)
+        self.info = info
+
+    def loss(self, player, batch):
+        if player == G and not batch.alternating:
+            return batch.shared["mi"]  # the same forward serves both players
+        value = self.info.loss(batch.codes)  # for G when alternating: the stepped D's fresh forward
+        batch.shared["mi"] = value
+        return value
+
+
+class PriorTerm(Term):
+    """The learned categorical priors' fit to Q's category frequencies on real images (``prior_loss``)."""
+
+    name, players, passes = "prior", (G,), "none"
+
+    def __init__(self, info: InfoRegularizer, weight: float = 1.0):
+        super().__init__(weight)
+        self.info = info
+
+    def loss(self, player, batch):
+        return self.info.prior_loss()
+
+
+class ConsistencyTerm(Term):
+    """Q names a real image's category alike on its turned copy (``InfoRegularizer.consistency``)."""
+
+    name, players, passes = "consistency", (D,), "two on the real batch: as drawn (no gradient) and turned"
+
+    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float):
+        super().__init__(weight)
+        self.info, self.pair_shear = info, pair_shear
+
+    def loss(self, player, batch):
+        return self.info.consistency(batch.clean, batch.turned(self.pair_shear))
+
+
+class IICTerm(Term):
+    """Invariant information clustering of the real batch and its turned copy (``InfoRegularizer.iic``)."""
+
+    name, players, passes = "iic", (D,), "two on the real batch: as drawn and turned"
+
+    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float):
+        super().__init__(weight)
+        self.info, self.pair_shear = info, pair_shear
+
+    def loss(self, player, batch):
+        return self.info.iic(batch.clean, batch.turned(self.pair_shear))
+
+
+class InvarianceTerm(Term):
+    """Q names G's categories on copies of half of G's batch moved as the IIC pair's (``category_loss``).
+
+    One forward serves both players. When updates alternate, D's backward also gives the term's gradient with
+    respect to the moved images, and G's loss is the surrogate ``sum(moved * that gradient)``: the same
+    gradient for G, computed through D before its step, with no second forward."""
+
+    name, passes = "invariance", "one on half of the generated batch, moved"
+
+    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float):
+        super().__init__(weight)
+        self.info, self.pair_shear = info, pair_shear
+
+    def loss(self, player, batch):
+        if player == G:
+            if not batch.alternating:
+                return batch.shared["invariance"]
+            moved, moved_in = batch.shared["moved"]
+            if moved_in.grad is None:
+                raise RuntimeError("the invariance term's G loss needs D's backward on the moved images first")
+            # The value is the term's, the gradient the surrogate's (moved_in.grad holds the weighted term's).
+            surrogate = (moved.float() * moved_in.grad.float()).sum() / self.weight
+            return batch.shared["invariance"].detach() + surrogate - surrogate.detach()
+        half = max(2, batch.generated.shape[0] // 2)  # half the batch, to keep the term's cost down
+        moved = random_affine(batch.generated[:half], CONSISTENCY_DEGREES, CONSISTENCY_SCALE, batch.generator_rng,
+                              max_shear=self.pair_shear)
+        moved_in = moved.detach().requires_grad_() if batch.alternating else moved
+        batch.shared["moved"] = (moved, moved_in)
+        value = self.info.category_loss(moved_in, {key: v[:half] for key, v in batch.codes.items()})
+        batch.shared["invariance"] = value
+        return value
+
+    def backward_inputs(self, batch: StepBatch) -> list[torch.Tensor]:
+        """The tensors D's backward must also reach: the moved images, for G's surrogate when updates alternate."""
+        return [batch.shared["moved"][1]] if batch.alternating else []
+
+
+class ContrastiveTerm(Term):
+    """InfoGAN-CR's contrastive term: a classifier on D's side names the code a pair of generated images shares
+    (it learns on detached pairs); G, from the regularizer's ``start`` on, makes pairs it can name."""
+
+    name, passes = "contrastive", "none of D's: the classifier runs on two generated batches"
+
+    def __init__(self, contrastive: ContrastiveRegularizer, generator: nn.Module):
+        super().__init__(contrastive.weight)
+        self.contrastive, self.generator = contrastive, generator
+
+    def loss(self, player, batch):
+        cr = self.contrastive
+        if player == G:
+            if "pairs" not in batch.shared or not cr.active(batch.step):
+                return torch.zeros((), device=batch.real.device)
+            return cr.cross_entropy(*batch.shared["pairs"])
+        latent_a, latent_b, shared = cr.pairs(batch.real.shape[0], generator=batch.generator_rng)
+        with torch.set_grad_enabled(cr.active(batch.step)):
+            pair_a, pair_b = self.generator(latent_a), self.generator(latent_b)
+        batch.shared["pairs"] = (pair_a, pair_b, shared)
+        return cr.cross_entropy(pair_a.detach(), pair_b.detach(), shared)
