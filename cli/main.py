@@ -87,11 +87,22 @@ def train(
         except ConfigError as exc:
             raise _flag_error(exc, overrides) from exc
         bar = None
+        world = 1
+        estimated = False
 
         def progress(step: int, total: int, record: dict) -> None:
-            nonlocal bar
+            nonlocal bar, estimated
             if quiet:
                 return
+            if not estimated:  # after the first timed steps: how long the rest takes, and how to shorten it
+                estimated = True
+                seconds_per_step = config.batch_size * world / max(record["images_per_s"], 1e-9)
+                remaining = (total - step) * seconds_per_step
+                if remaining > 15 * 60:
+                    fits = max(1, int(15 * 60 / seconds_per_step))
+                    typer.echo(f"this run needs about {remaining / 60:.0f} more minutes at "
+                               f"{record['images_per_s']:.0f} images/s on this machine; --iterations {fits} "
+                               "would take about 15", err=True)
             if bar is None:  # made at the first report, so its rate counts only the steps timed after it
                 bar = progress_bar(total, quiet, "train", initial=step)
             bar.update(step - bar.n)
@@ -105,6 +116,8 @@ def train(
                 typer.echo("writing pictures, evaluation and report.md ...", err=True)
 
         def started(trainer) -> None:  # the run is set up: say what it trains on
+            nonlocal world
+            world = trainer.world
             if not quiet:
                 typer.echo(f"data: {trainer.full_data.describe()}", err=True)
 

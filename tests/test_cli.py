@@ -56,6 +56,26 @@ def test_train_progress_bar_rates_count_timed_steps_only(tmp_path):
     assert rates and max(rates) < 1000, result.output
 
 
+@pytest.mark.parametrize("images_per_s,expected", [(100.0, True), (100000.0, False)])
+def test_train_says_how_long_a_long_run_takes_and_how_to_shorten_it(tmp_path, monkeypatch, images_per_s, expected):
+    from types import SimpleNamespace
+
+    from torch_infogan import training
+    from torch_infogan.errors import InfoGANError
+
+    def fake_train(config, out, progress=None, started=None, **kwargs):
+        started(SimpleNamespace(world=1, full_data=SimpleNamespace(describe=lambda: "fake data")))
+        progress(100, 3000, {"images_per_s": images_per_s, "loss_d": 1.0, "loss_g": 1.0, "mi_fitted": {}})
+        raise InfoGANError("stopped by the test")
+
+    monkeypatch.setattr(training, "train", fake_train)
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "stopped by the test" in result.output
+    # 2,900 steps of 128 images at 100 images/s: about 62 minutes; 15 minutes hold 703 steps.
+    assert ("this run needs about 62 more minutes at 100 images/s on this machine; --iterations 703 would take "
+            "about 15" in result.output) == expected, result.output
+
+
 def test_checkpoint_reloads_in_a_fresh_process(trained):
     out, _ = trained
     code = (

@@ -45,7 +45,7 @@ def test_exporters_need_no_trainer(path):
 
 
 # The trainer's modules, each importing only those after it in this list (training -> ... -> config).
-TRAINER_LAYERS = ["training", "report", "trainer", "augment", "runtime", "config"]
+TRAINER_LAYERS = ["training", "report", "trainer", "objective", "augment", "runtime", "config"]
 
 
 @pytest.mark.parametrize("index", range(len(TRAINER_LAYERS)), ids=TRAINER_LAYERS)

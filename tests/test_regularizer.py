@@ -364,17 +364,18 @@ def test_iic_trains_q_and_the_trunk_through_both_views_and_leaves_loss_alone():
 
 
 def test_the_trainers_pair_shear_slants_the_copies_the_iic_term_compares(monkeypatch):
+    from torch_infogan import objective
     from torch_infogan import trainer as trainer_module
     from torch_infogan.config import preset_config
 
     shears = []
-    affine = trainer_module.random_affine
+    affine = objective.random_affine
 
     def recording(*args, **kwargs):
         shears.append(kwargs.get("max_shear", 0.0))
         return affine(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "random_affine", recording)
+    monkeypatch.setattr(objective, "random_affine", recording)
 
     def discriminator_after_one_step(shear):
         trainer = trainer_module.Trainer(preset_config("mnist", limit=128, batch_size=16, device="cpu",
