@@ -2,9 +2,14 @@
 with the step's FLOPs and the share of this machine's measured matmul rate it reaches.
 
     python benchmarks/throughput.py [--device auto] [--batch-size 128] [--steps 30] [--rounds 3] [--bf16] [--default]
+                                    [--natsu PATH]
 
 The torch-infogan rows run the paper's recipe (the `paper-mnist` preset), the step the naive one also takes;
-``--default`` adds the default `mnist` preset's step, which also shifts D's images and adds the IIC and invariance terms.
+``--default`` adds the default `mnist` preset's step, which also shifts D's images and adds the IIC and invariance
+terms, in the precision `--precision auto` picks on this machine (the row says which).
+``--natsu PATH`` adds the training step of Natsu6767/InfoGAN-PyTorch run from a checkout of it at PATH (its own
+networks, initialization, losses and data pipeline: PIL images through torchvision transforms and a DataLoader), the
+reference the "vs" column is then taken against.
 The naive step is the way most reimplementations write it: per-sample torchvision transforms through a
 DataLoader, FC layers as 7x7 convolutions, three discriminator passes per step, `.item()` every step.
 FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` over one step of each variant (matrix
@@ -26,7 +31,7 @@ from PIL import Image
 
 from torch_infogan.data import load_data
 from torch_infogan.config import preset_config
-from torch_infogan.runtime import resolve_device
+from torch_infogan.runtime import resolve_device, resolve_precision
 from torch_infogan.trainer import Trainer
 
 
@@ -107,6 +112,72 @@ def naive_loop(images, batch_size, device):
     return step
 
 
+def natsu_loop(path, images, batch_size, device):
+    """One training step of Natsu6767/InfoGAN-PyTorch's train.py (MNIST settings), with its modules from ``path``."""
+    import importlib
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, str(path))
+    try:
+        model = importlib.import_module("models.mnist_model")
+        utils = importlib.import_module("utils")
+    finally:
+        sys.path.remove(str(path))
+    transform = transforms.Compose([transforms.Resize(28), transforms.CenterCrop(28), transforms.ToTensor()])
+    pixels = images.numpy()
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(pixels)
+
+        def __getitem__(self, i):
+            return transform(Image.fromarray(pixels[i, 0], mode="L")), 0
+
+    loader = torch.utils.data.DataLoader(Data(), batch_size=batch_size, shuffle=True)
+    netG, trunk, netD, netQ = (cls().to(device) for cls in (model.Generator, model.Discriminator, model.DHead,
+                                                             model.QHead))
+    for net in (netG, trunk, netD, netQ):
+        net.apply(utils.weights_init)
+    bce, ce, normal_nll = nn.BCELoss(), nn.CrossEntropyLoss(), utils.NormalNLLLoss()
+    opt_d = torch.optim.Adam([*trunk.parameters(), *netD.parameters()], lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam([*netG.parameters(), *netQ.parameters()], lr=2e-4, betas=(0.5, 0.999))
+    stream = iter(())
+
+    def step():
+        nonlocal stream
+        try:
+            real, _ = next(stream)
+        except StopIteration:
+            stream = iter(loader)
+            real, _ = next(stream)
+        real = real.to(device)
+        n = real.shape[0]
+        opt_d.zero_grad()
+        label = torch.full((n,), 1.0, device=device)
+        loss_real = bce(netD(trunk(real)).view(-1), label)
+        loss_real.backward()
+        label.fill_(0.0)
+        noise, idx = utils.noise_sample(1, 10, 2, 62, n, device)
+        fake = netG(noise)
+        loss_fake = bce(netD(trunk(fake.detach())).view(-1), label)
+        loss_fake.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        features = trunk(fake)
+        label.fill_(1.0)
+        q_logits, q_mu, q_var = netQ(features)
+        target = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=device)
+        loss_g = bce(netD(features).view(-1), label) + ce(q_logits, target[0]) \
+            + 0.1 * normal_nll(noise[:, 72:].view(-1, 2), q_mu, q_var)
+        loss_g.backward()
+        opt_g.step()
+        return (loss_real + loss_fake).item(), loss_g.item()
+
+    return step
+
+
 def ours(data, batch_size, device, precision="fp32", compile=False, preset="paper-mnist"):
     trainer = Trainer(preset_config(preset, batch_size=batch_size, device=str(device), precision=precision,
                                     compile=compile), data)
@@ -162,22 +233,26 @@ def main():
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (in bf16 with --bf16)")
     parser.add_argument("--default", action="store_true",
                         help="also measure the default mnist preset's step (shifts, the IIC and invariance terms; bf16 with --bf16)")
+    parser.add_argument("--natsu", metavar="PATH", help="a checkout of Natsu6767/InfoGAN-PyTorch: add its training step")
     args = parser.parse_args()
     device = resolve_device(args.device)
     data = load_data()
     # name: (step, precision its matmuls run in)
-    variants = {"naive": (naive_loop(data.images, args.batch_size, device), "fp32"),
-                "torch-infogan": (ours(data, args.batch_size, device), "fp32")}
+    variants = {}
+    if args.natsu:
+        variants["Natsu6767/InfoGAN-PyTorch"] = (natsu_loop(args.natsu, data.images, args.batch_size, device), "fp32")
+    variants["naive"] = (naive_loop(data.images, args.batch_size, device), "fp32")
+    variants["torch-infogan"] = (ours(data, args.batch_size, device), "fp32")
     if args.bf16:
         variants["torch-infogan bf16 autocast"] = (ours(data, args.batch_size, device, "bf16"), "bf16")
     if args.compile:  # compiled in bf16 autocast when --bf16 is given, else in float32
         precision = "bf16" if args.bf16 else "fp32"
         variants[f"torch-infogan compile {precision}"] = (ours(data, args.batch_size, device, precision, compile=True),
                                                          precision)
-    if args.default:
-        precision = "bf16" if args.bf16 else "fp32"
-        variants[f"default (mnist) {precision}"] = (ours(data, args.batch_size, device, precision, preset="mnist"),
-                                                    precision)
+    if args.default:  # in the precision `--precision auto` takes here
+        precision = resolve_precision("auto", device)
+        variants[f"default (mnist), auto={precision}"] = (ours(data, args.batch_size, device, precision,
+                                                                preset="mnist"), precision)
     flops = {name: step_flops(step) / args.batch_size for name, (step, _) in variants.items()}
     best = {name: 0.0 for name in variants}
     rates = {"fp32": 0.0, "bf16": 0.0}
@@ -190,11 +265,14 @@ def main():
     print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size}; "
           f"best of {args.rounds} rounds of {args.steps} steps")
     print(f"measured 2048^3 matmul: float32 {rates['fp32'] / 1e9:.0f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s")
-    print(f"{'step':<30}{'images/s':>10}{'vs naive':>10}{'GFLOP/image':>13}{'GFLOP/s':>9}{'of matmul rate':>16}")
+    reference = next(iter(best))
+    print(f"`--precision auto` takes {resolve_precision('auto', device)} here")
+    vs = "vs " + ("Natsu" if args.natsu else "naive")
+    print(f"{'step':<34}{'images/s':>10}{vs:>10}{'GFLOP/image':>13}{'GFLOP/s':>9}{'of matmul rate':>16}")
     for key, value in best.items():
         achieved = value * flops[key]
         precision = variants[key][1]
-        print(f"{key:<30}{value:>10.0f}{value / best['naive']:>9.2f}x{flops[key] / 1e9:>13.3f}{achieved / 1e9:>9.0f}"
+        print(f"{key:<34}{value:>10.0f}{value / best[reference]:>9.2f}x{flops[key] / 1e9:>13.3f}{achieved / 1e9:>9.0f}"
               f"{achieved / rates[precision]:>10.0%} {precision:>5}")
 
 

@@ -259,13 +259,14 @@ def code_columns(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]
 
 def scores_of_arrays(name: str, codes: np.ndarray, code_names: list[str], factors: np.ndarray,
                      factor_names: list[str] | None, metrics=None, num_train: int = 10000, num_test: int = 5000,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, n_jobs: int | None = None) -> dict:
     """``disentanglement_scores`` of ``codes`` against ``factors``, with what the rows and columns are:
-    ``dataset`` (``name``), ``n``, ``codes`` and ``factors`` (names), then one entry per metric."""
+    ``dataset`` (``name``), ``n``, ``codes`` and ``factors`` (names), then one entry per metric. ``n_jobs``: DCI's
+    factors fitted that many at once (the same result)."""
     from torch_infogan.disentanglement import METRICS, disentanglement_scores
 
     scores = disentanglement_scores(codes, factors, METRICS if metrics is None else metrics, num_train=num_train,
-                                    num_test=num_test, seed=seed)
+                                    num_test=num_test, seed=seed, n_jobs=n_jobs)
     factor_names = list(factor_names or [f"factor{i}" for i in range(factors.shape[1])])
     return {"dataset": name, "n": int(len(codes)), "codes": code_names, "factors": factor_names, **scores}
 
@@ -283,11 +284,12 @@ def factor_data(spec: str, points: int = 20000, seed: int = 0, root=None, split:
 
 def disentanglement(info: InfoRegularizer, data: ImageData, metrics=None, points: int = 20000,
                     num_train: int = 10000, num_test: int = 5000, seed: int = 0, normalization: str = "unit",
-                    batch_size: int = 1000, image_shape=None) -> dict:
+                    batch_size: int = 1000, image_shape=None, n_jobs: int | None = None) -> dict:
     """The disentanglement metrics (``torch_infogan.disentanglement``) of Q's point estimates on ``points``
     images drawn at random (``seed``) from ``data``, which must carry factor labels. Returns the scores,
     plus ``codes`` and ``factors`` (the names of the matrices' rows and columns) and ``n``. ``image_shape``:
-    refuse data whose images have another shape (the model's)."""
+    refuse data whose images have another shape (the model's). ``n_jobs``: DCI's factors fitted that many at once
+    in worker processes (the same result)."""
     if data.factors is None:
         raise InfoGANError(f"dataset {data.name!r} has no factor labels; disentanglement metrics need data with "
                            "known factors (shapes, shapes:N, dsprites:PATH)")
@@ -298,4 +300,4 @@ def disentanglement(info: InfoRegularizer, data: ImageData, metrics=None, points
     params = encode(info, data.images[torch.from_numpy(rows)], batch_size, normalization)
     codes, names = representation(info, params)
     return scores_of_arrays(data.name, codes, names, data.factors.numpy()[rows], data.factor_names, metrics,
-                            num_train, num_test, seed)
+                            num_train, num_test, seed, n_jobs)
