@@ -146,11 +146,12 @@ class IICTerm(Term):
 class InvarianceTerm(Term):
     """Q names G's categories on copies of half of G's batch moved as the IIC pair's (``category_loss``).
 
-    One forward serves both players. When updates alternate, D's backward also gives the term's gradient with
-    respect to the moved images, and G's loss is the surrogate ``sum(moved * that gradient)``: the same
-    gradient for G, computed through D before its step, with no second forward."""
+    Both players take it, as they take the MI term. When updates alternate, D's loss takes it on detached
+    copies and G's on the copies themselves through a fresh forward of the stepped D (one more pass over the
+    half batch; sharing D's forward instead, with G's gradient from D before its step, merged two digits on
+    a seed where this version did not: docs/benchmarks.md)."""
 
-    name, passes = "invariance", "one on half of the generated batch, moved"
+    name, passes = "invariance", "one on half of the generated batch, moved (two when updates alternate)"
 
     def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float):
         super().__init__(weight)
@@ -160,24 +161,16 @@ class InvarianceTerm(Term):
         if player == G:
             if not batch.alternating:
                 return batch.shared["invariance"]
-            moved, moved_in = batch.shared["moved"]
-            if moved_in.grad is None:
-                raise RuntimeError("the invariance term's G loss needs D's backward on the moved images first")
-            # The value is the term's, the gradient the surrogate's (moved_in.grad holds the weighted term's).
-            surrogate = (moved.float() * moved_in.grad.float()).sum() / self.weight
-            return batch.shared["invariance"].detach() + surrogate - surrogate.detach()
+            moved, moved_codes = batch.shared["moved"]
+            return self.info.category_loss(moved, moved_codes)
         half = max(2, batch.generated.shape[0] // 2)  # half the batch, to keep the term's cost down
         moved = random_affine(batch.generated[:half], CONSISTENCY_DEGREES, CONSISTENCY_SCALE, batch.generator_rng,
                               max_shear=self.pair_shear)
-        moved_in = moved.detach().requires_grad_() if batch.alternating else moved
-        batch.shared["moved"] = (moved, moved_in)
-        value = self.info.category_loss(moved_in, {key: v[:half] for key, v in batch.codes.items()})
+        moved_codes = {key: value[:half] for key, value in batch.codes.items()}
+        batch.shared["moved"] = (moved, moved_codes)
+        value = self.info.category_loss(moved.detach() if batch.alternating else moved, moved_codes)
         batch.shared["invariance"] = value
         return value
-
-    def backward_inputs(self, batch: StepBatch) -> list[torch.Tensor]:
-        """The tensors D's backward must also reach: the moved images, for G's surrogate when updates alternate."""
-        return [batch.shared["moved"][1]] if batch.alternating else []
 
 
 class ContrastiveTerm(Term):

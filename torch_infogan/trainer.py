@@ -232,8 +232,7 @@ class Trainer:
             total_d = self._total(D, batch, scalars)
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
-        extra = [t for term in self.terms if isinstance(term, InvarianceTerm) for t in term.backward_inputs(batch)]
-        total_d.backward(inputs=self._d_params + extra, retain_graph=not alternating)
+        total_d.backward(inputs=self._d_params, retain_graph=not alternating)
         return batch, scalars
 
     def _g_phase(self, batch: StepBatch, scalars: dict) -> None:
