@@ -56,7 +56,7 @@ class Term:
 
     ``players`` are the players whose optimizer steps on it (``"d"``, ``"g"``); the step adds ``weight`` times
     the loss to each of those players' totals, under the term's ``name``. ``passes`` says what extra
-    discriminator forwards the term runs per step (for the docs and benchmarks)."""
+    discriminator forwards the term runs per step."""
 
     name: str = ""
     players: tuple[str, ...] = (D, G)
@@ -117,30 +117,29 @@ class PriorTerm(Term):
         return self.info.prior_loss()
 
 
-class ConsistencyTerm(Term):
+class _RealPairTerm(Term):
+    """A term on the real batch and its turned copy: the regularizer's method of the term's name."""
+
+    players = (D,)
+
+    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float):
+        super().__init__(weight)
+        self.info, self.pair_shear = info, pair_shear
+
+    def loss(self, player, batch):
+        return getattr(self.info, self.name)(batch.clean, batch.turned(self.pair_shear))
+
+
+class ConsistencyTerm(_RealPairTerm):
     """Q names a real image's category alike on its turned copy (``InfoRegularizer.consistency``)."""
 
-    name, players, passes = "consistency", (D,), "two on the real batch: as drawn (no gradient) and turned"
-
-    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float):
-        super().__init__(weight)
-        self.info, self.pair_shear = info, pair_shear
-
-    def loss(self, player, batch):
-        return self.info.consistency(batch.clean, batch.turned(self.pair_shear))
+    name, passes = "consistency", "two on the real batch: as drawn (no gradient) and turned"
 
 
-class IICTerm(Term):
+class IICTerm(_RealPairTerm):
     """Invariant information clustering of the real batch and its turned copy (``InfoRegularizer.iic``)."""
 
-    name, players, passes = "iic", (D,), "two on the real batch: as drawn and turned"
-
-    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float):
-        super().__init__(weight)
-        self.info, self.pair_shear = info, pair_shear
-
-    def loss(self, player, batch):
-        return self.info.iic(batch.clean, batch.turned(self.pair_shear))
+    name, passes = "iic", "two on the real batch: as drawn and turned"
 
 
 class InvarianceTerm(Term):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+import joblib
 
 from torch_infogan.errors import InfoGANError
 from torch_infogan.evaluation import disentanglement, evaluate, format_table
@@ -43,7 +44,7 @@ def write_report(trainer: Trainer, fit: FitResult, out: str | Path
         try:
             scores = disentanglement(info, trainer.full_data, points=points, num_train=min(10000, points - num_test),
                                      num_test=num_test, seed=trainer.config.seed,
-                                     n_jobs=min(_cores(), trainer.full_data.factors.shape[1]))
+                                     n_jobs=min(joblib.cpu_count(), trainer.full_data.factors.shape[1]))
         except InfoGANError as exc:  # e.g. one code dimension: the run itself is fine, the report says why
             skipped = str(exc)
         else:
@@ -102,8 +103,3 @@ def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: 
         if path.suffix == ".png":
             lines.append(f"![{path.stem}]({path.name})")
     return "\n".join(lines) + "\n"
-
-
-def _cores() -> int:
-    """The CPU cores this process may run on (DCI fits one factor per core)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
