@@ -32,3 +32,19 @@ def tiny_checkpoint(tmp_path_factory):
     for _ in range(3):
         trainer.step()
     return trainer.save(tmp_path_factory.mktemp("ckpt") / "checkpoint.safetensors")
+
+
+@pytest.fixture(scope="session")
+def digits_512(tmp_path_factory):
+    """An IDX folder of the first 512 embedded digits and their labels: runs that evaluate at the end evaluate
+    512 images, not 10,000."""
+    from torch_infogan.data.idx import read_idx
+
+    folder = tmp_path_factory.mktemp("digits512")
+    images = read_idx(MNIST_10K / "images-idx3-ubyte.gz")[:512]
+    labels = read_idx(MNIST_10K / "labels-idx1-ubyte.gz")[:512]
+    shape = b"".join(int(v).to_bytes(4, "big") for v in images.shape)
+    (folder / "images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + shape + images.astype("uint8").tobytes())
+    (folder / "labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + len(labels).to_bytes(4, "big")
+                                               + labels.astype("uint8").tobytes())
+    return folder

@@ -191,12 +191,18 @@ def _cli(*args):
     (["train", "--lr-g", "0"], "--lr-g must be > 0"),
 ])
 def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
-    proc = _cli(*args, *(["--out", str(tmp_path / "o")] if args[0] == "train" else []))
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    result = runner.invoke(app, [*args, *(["--out", str(tmp_path / "o")] if args[0] == "train" else [])])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.exception  # no traceback
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_a_bad_argument_in_a_real_process_is_one_line(tmp_path):
+    proc = _cli("train", "--lr-g", "0", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: --lr-g must be > 0, got 0.0"]
+    assert not (tmp_path / "o").exists()
 
 
 def test_train_refuses_to_overwrite_a_run(trained):

@@ -16,10 +16,10 @@ import torch.distributed as dist
 from torch_infogan import trainer as trainer_module, training
 from torch_infogan.config import preset_config
 
-out, report, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+out, report, overrides, data = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 dist.init_process_group("gloo")  # ours, so train() leaves it alive for the all_gather below
-config = preset_config("mnist", limit=512, batch_size=16, iterations=6, log_every=3, checkpoint_every=3,
-                                device="cpu", **overrides)
+config = preset_config("mnist", data=f"idx:{data}", batch_size=16, iterations=6, log_every=3, checkpoint_every=3,
+                       device="cpu", **overrides)
 trainers = []
 original = trainer_module.Trainer.__init__
 
@@ -45,7 +45,7 @@ dist.destroy_process_group()
 @pytest.mark.parametrize("overrides", [{}, {"contrastive": 1.0, "contrastive_start": 3},
                                        {"codes": "cat:10:prior=learned,unif:2"}],
                          ids=["infogan", "contrastive", "learned-prior"])
-def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path, overrides):
+def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path, digits_512, overrides):
     """With the contrastive term too: its classifier (inside D) gets a gradient in every backward, before
     and after G's term starts, as DistributedDataParallel requires. With a learned prior, whose logits live
     outside G's DistributedDataParallel, the ranks' logits stay identical too."""
@@ -55,7 +55,7 @@ def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path, overri
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(script), str(out),
-                           str(report), json.dumps(overrides)], capture_output=True, text=True, env=env, timeout=300)
+                           str(report), json.dumps(overrides), str(digits_512)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(report.read_text())
     assert result["world"] == 2 and result["step"] == 6
@@ -73,11 +73,11 @@ def test_two_cpu_processes_stay_identical_and_rank0_writes_once(tmp_path, overri
         assert all("loss_cr" in json.loads(line) for line in lines)
 
 
-def test_torchrun_runs_the_cli_module(tmp_path):
+def test_torchrun_runs_the_cli_module(tmp_path, digits_512):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "torch_infogan.cli",
-                           "train", "--out", str(tmp_path / "cli"), "--limit", "256", "--batch-size", "16",
+                           "train", "--out", str(tmp_path / "cli"), "--data", f"idx:{digits_512}", "--batch-size", "16",
                            "--iterations", "4", "--log-every", "2", "--device", "cpu", "--quiet"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

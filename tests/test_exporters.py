@@ -182,11 +182,17 @@ def test_bad_inputs_are_one_line_errors(tiny_checkpoint, tmp_path):
         (["hdf5", str(tiny_checkpoint), "-o", str(tmp_path / "nofolder" / "f.h5"), "--quiet"], "does not exist"),
         (["hdf5", str(tiny_checkpoint), "--data", f"idx:{rgb}", "-o", str(tmp_path / "f.h5"), "--quiet"], "shape"),
     ]
-    for args, message in cases:
-        proc = _export_cli(*args)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode != 0, args
-        assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
+    from typer.testing import CliRunner
+
+    from torch_infogan.cli.export import app
+
+    proc = _export_cli(*cases[0][0])  # one in a real process, the rest in this one
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and cases[0][1] in proc.stderr, proc.stderr
+    for args, message in cases[1:]:
+        result = CliRunner().invoke(app, args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (args, result.exception)
+        assert len(lines) == 1 and message in lines[0], (args, result.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.safetensors", "plain.safetensors", "rgb",
                                                           "truncated.safetensors"]
 

@@ -15,12 +15,11 @@ from torch_infogan.config import preset_config
 from torch_infogan.trainer import TrainingStopped
 from torch_infogan.training import train
 
-ARGS = ["--limit", "512", "--batch-size", "32", "--iterations", "60", "--checkpoint-every", "10",
-        "--log-every", "5", "--quiet"]
+ARGS = ["--batch-size", "32", "--iterations", "60", "--checkpoint-every", "10", "--log-every", "5", "--quiet"]
 
 
-def _train(out, *extra):
-    return [sys.executable, "-m", "torch_infogan.cli", "train", "--out", str(out), *ARGS, *extra]
+def _train(out, data):
+    return [sys.executable, "-m", "torch_infogan.cli", "train", "--out", str(out), "--data", f"idx:{data}", *ARGS]
 
 
 def _wait_for_checkpoint(proc, path, min_step, timeout=120):
@@ -41,11 +40,11 @@ def _steps(out):
     return [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, digits_512):
     whole, crashed = tmp_path / "whole", tmp_path / "crashed"
-    subprocess.run(_train(whole), check=True, capture_output=True)
+    subprocess.run(_train(whole, digits_512), check=True, capture_output=True)
 
-    proc = subprocess.Popen(_train(crashed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_train(crashed, digits_512), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_checkpoint(proc, crashed / "checkpoint.safetensors", 20)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -68,9 +67,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_a_checkpoint_and_exits(tmp_path, sig, status):
+def test_signal_saves_a_checkpoint_and_exits(tmp_path, digits_512, sig, status):
     out = tmp_path / "run"
-    proc = subprocess.Popen(_train(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_train(out, digits_512), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(proc, out / "checkpoint.safetensors", 10)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
