@@ -15,9 +15,9 @@ import torch
 
 from torch_infogan.atomic import atomic_path
 from torch_infogan.checkpoint import Checkpoint, load_checkpoint
-from torch_infogan.data import ImageData
+from torch_infogan.data import ImageData, normalize
 from torch_infogan.errors import InfoGANError
-from torch_infogan.evaluation import check_image_shape, learned_priors, normalize
+from torch_infogan.evaluation import check_image_shape, learned_priors
 from torch_infogan.exporters.encoder import Encoder, output_names
 from torch_infogan.exporters.onnx import export_onnx, onnx_providers, sha256
 

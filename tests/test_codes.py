@@ -469,3 +469,12 @@ def test_checkpoint_with_an_unregistered_code_names_it(laplace_test, tmp_path):
     loaded = load("import laplace_test_code")
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip() == "cat:3,laplace_test:2"
+
+
+def test_codes_hash_as_they_compare_and_say_whether_they_are_bounded():
+    a, b, c = parse_codes("cat:10,cat:10,unif:2")
+    assert a == b and hash(a) == hash(b) and len({a, b, c}) == 2
+    assert parse_codes("cat:10:prior=learned")[0] != a  # the configuration is part of the identity
+    assert c.bounded and c.support == (-1.0, 1.0)
+    gauss, cat = parse_codes("gauss:1,cat:3")
+    assert not gauss.bounded and gauss.support is None and not cat.bounded

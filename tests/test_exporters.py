@@ -13,7 +13,7 @@ import torch
 
 from torch_infogan.checkpoint import load_checkpoint
 from torch_infogan.data import load_data
-from torch_infogan.evaluation import normalize
+from torch_infogan.data import normalize
 from torch_infogan.exporters import Encoder, FeatureDataset, export_features, export_onnx
 
 

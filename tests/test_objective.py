@@ -88,3 +88,17 @@ def test_a_non_finite_term_stops_training_in_stop_mode(tmp_path, updates):
                                                                else 1.0)
     with pytest.raises(TrainingStopped, match="non-finite loss or parameters at step 4"):
         trainer.fit(tmp_path)
+
+
+def test_the_trainer_leaves_the_global_random_state_as_it_was():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = _trainer()
+    assert torch.equal(torch.get_rng_state(), state)  # seeded inside, put back
+    torch.manual_seed(7)  # another caller state: the same seed still gives the same networks
+    second = _trainer()
+    for a, b in zip(first.discriminator.parameters(), second.discriminator.parameters()):
+        assert torch.equal(a, b)
+    state = torch.get_rng_state()
+    first.step()
+    assert torch.equal(torch.get_rng_state(), state)  # the steps draw from the trainer's own generators

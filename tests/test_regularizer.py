@@ -86,7 +86,25 @@ def test_loss_refuses_features_of_real_images_and_other_samples():
     with pytest.raises(InfoGANError, match="needs the discriminator's forward"):
         info.loss(codes2)  # a new sample needs its own forward
     with pytest.raises(InfoGANError, match="recent sample"):
-        info.loss({key: value.clone() for key, value in codes.items()})
+        info.loss({key: torch.zeros_like(value) for key, value in codes.items()})  # values of no sample
+
+
+def test_loss_finds_its_sample_by_the_codes_values():
+    info, G, D = _setup()
+    latent, codes = info.sample(4)
+    D(G(latent))
+    expected = info.loss(codes).item()
+    latent2, codes2 = info.sample(4)
+    D(G(latent2))
+    rebuilt = {key: codes[key].clone() for key in reversed(info.keys)}  # another dict, other tensors, same values
+    assert info.loss(rebuilt).item() == expected
+    assert info.loss(dict(codes2)).item() == info.loss(codes2).item()
+    with pytest.raises(InfoGANError, match="whole"):
+        info.loss({key: value[:2] for key, value in codes2.items()})  # a slice is not the sample
+    with pytest.raises(InfoGANError, match="with the keys cat0"):
+        info.loss({"cat0": codes2["cat0"]})
+    with pytest.raises(InfoGANError, match="with the keys"):
+        info.loss(list(codes2.values()))
 
 
 def test_loss_uses_the_generated_forward_features():

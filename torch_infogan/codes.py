@@ -150,6 +150,14 @@ class Code:
     param_dim: int
     #: True for codes whose values are a finite set, listed by ``enumerate_support()``.
     has_enumerate_support: bool = False
+    #: ``(low, high)`` for a continuous code whose values lie in that interval, None for an unbounded one (and
+    #: for codes with enumerate support).
+    support: tuple[float, float] | None = None
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the code's values lie in the interval ``support``."""
+        return self.support is not None
 
     def __init__(self, weight: float = 1.0):
         if not weight >= 0:
@@ -175,6 +183,9 @@ class Code:
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.config() == other.config()
+
+    def __hash__(self) -> int:  # equal codes (same class and configuration) hash alike
+        return hash((type(self), tuple(sorted((k, repr(v)) for k, v in self.config().items()))))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec()!r})"
@@ -410,6 +421,10 @@ class Uniform(_Continuous):
             raise InfoGANError(f"uniform code needs high > low, got low={low}, high={high}")
         self.low = float(low)
         self.high = float(high)
+
+    @property
+    def support(self) -> tuple[float, float]:
+        return self.low, self.high
 
     def sample(self, n, generator=None, device=None):
         u = torch.rand(n, self.dim, generator=generator, device=device)

@@ -76,9 +76,9 @@ class ContrastiveRegularizer:
         if not gap >= 0:
             raise InfoGANError(f"contrastive gap must be >= 0, got {gap}")
         for code in info.codes:
-            if gap > 0 and hasattr(code, "low") and not gap < code.high - code.low:
+            if gap > 0 and code.bounded and not gap < code.support[1] - code.support[0]:
                 raise InfoGANError(f"contrastive gap {gap} does not fit in a code's range "
-                                   f"[{code.low}, {code.high}]")
+                                   f"{list(code.support)}")
         self.info = info
         self.weight = float(weight)
         self.start = int(start)
@@ -143,8 +143,8 @@ class ContrastiveRegularizer:
         shared = torch.randint(len(info.codes), (n,), generator=generator, device=device)
         for i, (key, code) in enumerate(zip(info.keys, info.codes)):
             a, b = codes_a[key], codes_b[key]
-            if self.gap > 0 and hasattr(code, "low") and hasattr(code, "high"):
-                a, b = _apart(a, b, code.low, code.high, self.gap)
+            if self.gap > 0 and code.bounded:
+                a, b = _apart(a, b, *code.support, self.gap)
             keep = (shared == i).view(-1, *([1] * (a.dim() - 1)))
             codes_a[key], codes_b[key] = torch.where(keep, codes_a[key], a), torch.where(keep, codes_a[key], b)
         latent_a = info.latent_from(codes_a, generator=generator)

@@ -195,7 +195,10 @@ def dci(codes_train, factors_train, codes_test, factors_test, seed: int | None =
             fits.append(_fit_factor(*job))
     else:
         _report(progress, f"dci: fitting {num_factors} factors with n_jobs={n_jobs}")
-        fits = Parallel(n_jobs=n_jobs)(delayed(_fit_factor)(*job) for job in jobs)
+        # Largest first: a factor with k > 2 values fits k trees a stage, so the cores finish closer together.
+        order = sorted(range(num_factors), key=lambda j: -len(np.unique(factors_train[:, j])))
+        done = Parallel(n_jobs=n_jobs)(delayed(_fit_factor)(*jobs[j]) for j in order)
+        fits = [fit for _, fit in sorted(zip(order, done), key=lambda pair: pair[0])]
     importance = np.column_stack([fit[0] for fit in fits])
     disentanglement, completeness = dci_from_importance(importance)
     return {"disentanglement": disentanglement, "completeness": completeness,

@@ -10,16 +10,10 @@ import torch
 from torch import nn
 
 from torch_infogan.codes import split_params
-from torch_infogan.data import ImageData
+from torch_infogan.data import ImageData, normalize
 from torch_infogan.errors import InfoGANError
 from torch_infogan.metrics import cluster_scores
 from torch_infogan.regularizer import InfoRegularizer
-
-
-def normalize(images: torch.Tensor, normalization: str = "unit") -> torch.Tensor:
-    """uint8 images to the generator's range: ``unit`` is [0, 1], ``symmetric`` is [-1, 1]."""
-    x = images.float().div_(255.0)
-    return x.mul_(2).sub_(1) if normalization == "symmetric" else x
 
 
 @torch.no_grad()

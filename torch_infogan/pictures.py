@@ -258,8 +258,8 @@ def code_rows_grid(generator: nn.Module, info: InfoRegularizer, path: str | Path
     latents = []
     for s in range(samples):
         for key, d, code in rows:
-            if hasattr(code, "low") and hasattr(code, "high"):
-                values = torch.linspace(code.low, code.high, steps, device=device)
+            if code.bounded:
+                values = torch.linspace(*code.support, steps, device=device)
             else:
                 values = code.traversal(steps).to(device)
             codes = {k: v.expand(steps, *v.shape[1:]).clone() for k, v in held.items()}

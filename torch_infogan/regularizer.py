@@ -482,10 +482,8 @@ class InfoRegularizer:
         """Weighted negative MI lower bound ``sum_i weight_i * (E[-log Q(c_i|x)] - H(c_i))`` (float32 scalar)."""
         if self.discriminator is None or self.q is None:
             raise InfoGANError("loss() needs an attached InfoRegularizer (call attach() first)")
-        sample = next((s for s in self._samples if s.codes is codes), None)
-        if sample is None:
-            raise InfoGANError("loss() takes the codes returned by a recent sample() (draw() does not prepare "
-                               "a loss); sample again and generate from that latent")
+        sample = self._sample_of(codes)
+        codes = sample.codes
         forward = self._select(sample)
         if forward.features is None:
             raise InfoGANError(f"the tapped layer {self.layer_name!r} did not run during the discriminator's "
@@ -508,6 +506,27 @@ class InfoRegularizer:
         self._bound_tensors = bounds.detach()
         self._bounds = None
         return -(weights * bounds).sum()
+
+    def _sample_of(self, codes: dict[str, torch.Tensor]) -> _Sample:
+        """The recent ``sample()`` whose codes these are: the dict it returned, or any dict holding the same
+        values under the same keys (moved to another device or rebuilt); the newest such sample."""
+        sample = next((s for s in reversed(self._samples) if s.codes is codes), None)
+        if sample is not None:
+            return sample
+        if not isinstance(codes, dict) or set(codes) != set(self.keys):
+            raise InfoGANError(f"loss() takes the dict of codes of a recent sample(), with the keys "
+                               f"{', '.join(self.keys)}; got {type(codes).__name__} "
+                               f"{', '.join(map(str, codes)) if isinstance(codes, dict) else ''}".rstrip())
+        for s in reversed(self._samples):
+            if all(torch.is_tensor(codes[key]) and codes[key].shape == value.shape
+                   and torch.equal(codes[key].to(value.device), value) for key, value in s.codes.items()):
+                return s
+        sizes = {tuple(codes[key].shape) if torch.is_tensor(codes[key]) else type(codes[key]).__name__
+                 for key in self.keys}
+        raise InfoGANError("loss() takes the codes of a recent sample(), whole (every row, in order): these "
+                           f"values (shapes {', '.join(map(str, sorted(sizes, key=str)))}) match none of the latest "
+                           f"{len(self._samples)} samples (draw() does not prepare a loss); sample again and "
+                           "generate from that latent")
 
     def prior_loss(self) -> torch.Tensor:
         """The learned priors' fit to the data: KL(P || pi) from Q's latest category frequencies P on real images

@@ -21,9 +21,8 @@ from torch_infogan.checkpoint import load_checkpoint, save_checkpoint
 from torch_infogan.codes import Categorical
 from torch_infogan.config import ConfigError, TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
-from torch_infogan.data import ImageData, load_data
+from torch_infogan.data import ImageData, load_data, normalize
 from torch_infogan.errors import InfoGANError
-from torch_infogan.evaluation import normalize
 from torch_infogan.models import TAP_LAYERS, build_models
 from torch_infogan.objective import (D, G, ConsistencyTerm, ContrastiveTerm, GANTerm, IICTerm, InvarianceTerm,
                                      MITerm, PriorTerm, StepBatch, Term)
@@ -93,7 +92,14 @@ class Trainer:
         self.device, self.precision = self.runtime.device, self.runtime.precision
         if config.sync_bn and self.device.type != "cuda":
             raise InfoGANError("sync_bn needs CUDA devices (SyncBatchNorm runs only on GPUs); leave it off on CPUs")
-        torch.manual_seed(config.seed)
+        # The networks' initial weights come from torch's global generator, seeded here and put back afterwards:
+        # the caller's random state is left as it was (the steps draw from the trainer's own generators).
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(config.seed)
+            self._build(config, data)
+
+    def _build(self, config: TrainConfig, data: ImageData | None) -> None:
         data = data if data is not None else training_data(config)
         self.full_data = data  # evaluation uses every image, as `infogan evaluate --data ...` does
         if config.limit:

@@ -26,6 +26,12 @@ EMBEDDED = "mnist-10k"
 TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "svhn": "SVHN", "celeba": "CelebA"}
 
 
+def normalize(images: torch.Tensor, normalization: str = "unit") -> torch.Tensor:
+    """uint8 images to the generator's range: ``unit`` is [0, 1], ``symmetric`` is [-1, 1]."""
+    x = images.float().div_(255.0)
+    return x.mul_(2).sub_(1) if normalization == "symmetric" else x
+
+
 @dataclass
 class ImageData:
     """A dataset held in memory: uint8 images ``[N, C, H, W]``, optional long labels ``[N]``, and for
