@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from torch_infogan import InfoGANError, InfoRegularizer, list_codes, get_code
 from torch_infogan.models import DCGAN_TAP, build_dcgan
@@ -499,3 +500,24 @@ def test_features_stop_at_the_tap_and_equal_the_full_forwards(train_trunk):
     D.train()
     D(G(latent))
     assert torch.isfinite(info.loss(codes))
+
+
+def test_an_attached_bare_sequential_saves_loads_and_copies_whole(tmp_path):
+    torch.manual_seed(0)
+    D = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1))
+    images = torch.rand(6, 1, 28, 28)
+    info = InfoRegularizer("cat:10", noise_dim=4).attach(D, layer="2", example=images[:2])
+    assert type(D).__name__ == "SequentialWithInfoHeads" and isinstance(D, nn.Sequential)
+    torch.save(D, tmp_path / "d.pt")
+    loaded = torch.load(tmp_path / "d.pt", weights_only=False)
+    copied = copy.deepcopy(D)
+    for other in (loaded, copied):
+        assert type(other) is type(D) and len(other) == 4
+        torch.testing.assert_close(other(images), D(images))
+        assert other.state_dict().keys() == D.state_dict().keys()
+        assert other.info_q is not D.info_q
+    fresh = InfoRegularizer("cat:10", noise_dim=4).attach(nn.Sequential(nn.Flatten(), nn.Linear(784, 8)), layer="1",
+                                                           in_features=8)
+    assert type(fresh.discriminator) is type(D)  # one class per Sequential class
+    info.remove()
+    assert type(D) is nn.Sequential
