@@ -521,3 +521,27 @@ def test_an_attached_bare_sequential_saves_loads_and_copies_whole(tmp_path):
     assert type(fresh.discriminator) is type(D)  # one class per Sequential class
     info.remove()
     assert type(D) is nn.Sequential
+
+
+@pytest.mark.parametrize("augmented", [False, True], ids=["generated", "augmented"])
+def test_after_the_first_loss_the_plugin_follows_g_with_a_hook_on_g_alone(augmented):
+    from torch.nn.modules import module as torch_module
+
+    before = set(torch_module._global_forward_hooks)
+    info, G, D = _setup()
+    assert len(set(torch_module._global_forward_hooks) - before) == 1  # until G is known
+    for _ in range(3):  # the first step finds G; the next ones run with the hook on G
+        latent, codes = info.sample(4)
+        fake = G(latent)
+        D(fake.flip(3) if augmented else fake.detach())
+        loss = info.loss(codes)
+        assert torch.isfinite(loss)
+        loss.backward()
+        assert set(torch_module._global_forward_hooks) == before  # other modules: the plain dispatch
+        assert len(G._forward_hooks) == 1
+    with torch.no_grad():
+        again = G(latent)  # G run again on the step's latent is still followed, and refused
+    with pytest.raises(InfoGANError, match="two different generated batches" if not augmented else "ran on the gen"):
+        D(again)
+    info.remove()
+    assert not G._forward_hooks and set(torch_module._global_forward_hooks) == before

@@ -18,11 +18,6 @@ from torch_infogan.codes import Categorical, Code, format_codes, parse_codes, sp
 from torch_infogan.errors import InfoGANError
 from torch_infogan.qhead import QHead
 
-# An attached regularizer holds a global module hook; torch.compile warns that such hooks also fire for its
-# OptimizedModule wrapper, which is harmless here (the wrapper's output is never the discriminator's input).
-warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks",
-                        category=UserWarning)
-
 _LIVE_SAMPLES = 4   # how many of the latest sample() calls loss() can still be given the codes of
 
 _GENERATED = "the generated batch"
@@ -49,6 +44,8 @@ class _Sample:
     leaf: torch.Tensor | None = None              # the leaf tensor behind the latent (the latent itself, unless
                                                   # a learned prior's logits make it a computed tensor)
     outputs: list = field(default_factory=list)   # weak references to module outputs computed from the latent
+    generator: weakref.ref | None = None          # the outermost module that took the latent itself (G)
+    generated: weakref.ref | None = None          # its output
     newest: torch.Tensor | None = None            # detached alias of the newest such output (G's images)
     forwards: list = field(default_factory=list)
     chosen: _Forward | None = None                # the forward the latest loss() used
@@ -101,7 +98,8 @@ class InfoRegularizer:
         self.discriminator: nn.Module | None = None
         self.layer_name: str | None = None
         self._handles: list = []          # hooks on the discriminator and its layer
-        self._global_handles: list = []   # the global module and optimizer hooks (held weakly: see _global_hooks)
+        self._global_handles: list = []   # the global optimizer hook and, until G is found, the global module hook
+        self._module_hook = None          # the handle of the hook that follows G's output (global, then on G)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -125,7 +123,7 @@ class InfoRegularizer:
         state = dict(self.__dict__)
         state.update(_samples=[], _watching=None, _pending=[], _depth=0, _untapped=0,
                      _capture=None, _bound_tensors=None, _fitted_bound_tensors=None, _global_handles=[],
-                     _real_marginals={})
+                     _module_hook=None, _real_marginals={})
         return state
 
     def __setstate__(self, state):
@@ -198,12 +196,13 @@ class InfoRegularizer:
         return self
 
     def _global_hooks(self) -> list:
-        """The optimizer-step hook and the module hook that follows G's output, registered once for the whole
-        attachment (one per sample() would make torch.compile re-trace every step). They hold this object
-        weakly, so a discriminator dropped without ``remove()`` does not stay alive in them (the hooks are
-        then no-ops)."""
+        """The optimizer-step hook, and the module hook that follows G's output until the first ``loss()`` has
+        found G (then it moves onto G's module: ``_move_onto``, and other modules of the process run without
+        it). Registered once, not per sample() (that would make torch.compile re-trace every step), and holding
+        this object weakly, so a discriminator dropped without ``remove()`` does not stay alive in them (the
+        hooks are then no-ops). The optimizer hook stays global: fused optimizers step parameters without
+        bumping their version counters, so nothing else tells that the discriminator has stepped."""
         ref = weakref.ref(self)
-        handles: list = []
 
         @torch.compiler.disable
         def after_optimizer_step(optimizer, args, kwargs):
@@ -211,26 +210,27 @@ class InfoRegularizer:
             if target is not None:
                 target._after_optimizer_step(optimizer)
 
-        def watch(module, args, kwargs, output):
-            target = ref()
-            if target is None or target._watching is None or target._depth:
-                return None  # the common case, cheap and traceable under torch.compile
-            target._follow(module, args, kwargs, output)
-            return None
+        self._module_hook = register_module_forward_hook(_watcher(ref), with_kwargs=True)
+        return [register_optimizer_step_post_hook(after_optimizer_step), self._module_hook]
 
-        handles.append(register_optimizer_step_post_hook(after_optimizer_step))
-        handles.append(register_module_forward_hook(watch, with_kwargs=True))
-        return handles
+    def _move_onto(self, generator: nn.Module | None) -> None:
+        """Follow G's output with a hook on G's module instead of the global module hook (once ``loss()`` has used
+        a forward on G's output or on a tensor computed from it, G being the outermost module given the latent)."""
+        if generator is None or self._module_hook not in self._global_handles:
+            return
+        self._global_handles.remove(self._module_hook)
+        self._module_hook.remove()
+        self._module_hook = generator.register_forward_hook(_watcher(weakref.ref(self)), with_kwargs=True)
 
     def remove(self) -> nn.Module:
         """Detach from the discriminator: hooks removed, Q unregistered. Returns the discriminator."""
         if self.discriminator is None:
             raise InfoGANError("this InfoRegularizer is not attached")
-        for handle in self._handles + self._global_handles:
+        for handle in {id(h): h for h in [*self._handles, *self._global_handles, self._module_hook] if h}.values():
             handle.remove()
         discriminator = self.discriminator
         remove_head(discriminator, self.head_name)
-        self._handles, self._global_handles = [], []
+        self._handles, self._global_handles, self._module_hook = [], [], None
         self.discriminator = None
         self._reset_state()
         return discriminator
@@ -273,10 +273,14 @@ class InfoRegularizer:
         sample = self._watching
         if module is self.q or not torch.is_tensor(output):
             return
-        if not any(torch.is_tensor(a) and _follows(a, sample) for a in (*args, *kwargs.values())):
+        inputs = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
+        if not any(_follows(a, sample) for a in inputs):
             return
         sample.outputs.append(weakref.ref(output))
         sample.newest = output.detach()  # keeps G's images alive when the user keeps only a detached twin
+        if any(a is sample.latent or a._base is sample.latent for a in inputs):
+            # Modules return inside out: the last one to take the latent is the outermost (G itself).
+            sample.generator, sample.generated = weakref.ref(module), weakref.ref(output)
 
     # -- discriminator hooks -------------------------------------------------------------------
     @torch.compiler.disable
@@ -489,6 +493,8 @@ class InfoRegularizer:
             raise InfoGANError(f"the tapped layer {self.layer_name!r} did not run during the discriminator's "
                                "forward on the generated images; tap a layer that the forward uses")
         sample.chosen = forward
+        if sample.generator is not None and _made_from(forward, sample.generated()):
+            self._move_onto(sample.generator())
         features = forward.features
         if not self.train_trunk:
             features = self._trunk_free_features(*forward.call)
@@ -788,6 +794,28 @@ def remove_head(discriminator: nn.Module, name: str) -> None:
         if not discriminator._info_heads:
             discriminator.__class__ = type(discriminator).__mro__[2]
             del discriminator._info_heads
+
+
+def _watcher(ref: weakref.ref):
+    """The module forward hook that follows the newest sample's latent, for the regularizer ``ref()``."""
+
+    def watch(module, args, kwargs, output):
+        target = ref()
+        if target is None or target._watching is None or target._depth:
+            return None  # the common case, cheap and traceable under torch.compile
+        target._follow(module, args, kwargs, output)
+        return None
+
+    return watch
+
+
+def _made_from(forward: _Forward, output: torch.Tensor | None) -> bool:
+    """Whether the discriminator's input in ``forward`` is ``output`` (its memory) or was computed from it."""
+    if output is None:
+        return False
+    if forward.kind == _GENERATED:
+        return forward.key == output.data_ptr()
+    return output.grad_fn is not None and output.grad_fn in forward.nodes
 
 
 def _follows(x: torch.Tensor, sample: _Sample) -> bool:
