@@ -252,7 +252,7 @@ def read_codes_and_factors(path: str | Path) -> tuple[np.ndarray, list[str], np.
     written from a dataset with factor labels (``--data shapes``, ``dsprites:PATH``)."""
     import h5py
 
-    from torch_infogan.codes import parse_codes
+    from torch_infogan.codes import code_keys, parse_codes
     from torch_infogan.evaluation import code_columns
 
     validate_features_file(path)
@@ -261,7 +261,7 @@ def read_codes_and_factors(path: str | Path) -> tuple[np.ndarray, list[str], np.
             raise InfoGANError(f"{path} holds no factor labels; export it from a dataset that has them "
                                "(--data shapes or dsprites:PATH)")
         codes = parse_codes(str(h5.attrs["codes"]))
-        keys = [f"{code.name}{i}" for i, code in enumerate(codes)]
+        keys = code_keys(codes)
         columns = {}
         for key in keys:
             if f"codes/{key}" not in h5:

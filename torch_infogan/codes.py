@@ -105,6 +105,12 @@ def parse_codes(spec: str) -> list["Code"]:
     return codes
 
 
+def code_keys(codes: list["Code"]) -> list[str]:
+    """The key of each code, in spec order: its name and its position (``cat0``, ``unif1``). Latents' code
+    dicts, checkpoints, ONNX outputs, HDF5 datasets and the explorer page all name codes by these keys."""
+    return [f"{code.name}{i}" for i, code in enumerate(codes)]
+
+
 def format_codes(codes: list["Code"]) -> str:
     """The spec string of ``codes``; ``parse_codes(format_codes(c))`` rebuilds equal codes."""
     return ",".join(code.spec() for code in codes)

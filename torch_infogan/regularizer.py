@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from torch_infogan.codes import Categorical, Code, format_codes, parse_codes, split_params
+from torch_infogan.codes import Categorical, Code, code_keys, format_codes, parse_codes, split_params
 from torch_infogan.errors import InfoGANError
 from torch_infogan.qhead import QHead
 
@@ -93,7 +93,7 @@ class InfoRegularizer:
         self.q_negative_slope = float(q_negative_slope)
         self.train_trunk = bool(train_trunk)
         self.head_name = head_name
-        self.keys = [f"{code.name}{i}" for i, code in enumerate(self.codes)]
+        self.keys = code_keys(self.codes)
         self.q: QHead | None = None
         self.discriminator: nn.Module | None = None
         self.layer_name: str | None = None
