@@ -81,3 +81,9 @@ def test_compiled_d_recipe_learns_the_categorical_code():
     result = _load("compiled_d").main(log=_quiet)
     print("compiled_d", result)
     assert result["bound"] >= 2.0
+
+
+def test_few_labels_recipe_runs_and_reports_plain_accuracy_on_the_unlabelled_digits():
+    result = _load("few_labels").main(steps=3, batch_size=16, labels_per_class=2, log=_quiet)
+    _check(result, 3)
+    assert result["labels"] == 20 and 0 <= result["accuracy"] <= 1

@@ -545,3 +545,40 @@ def test_after_the_first_loss_the_plugin_follows_g_with_a_hook_on_g_alone(augmen
         D(again)
     info.remove()
     assert not G._forward_hooks and set(torch_module._global_forward_hooks) == before
+
+
+def test_label_loss_trains_q_and_the_trunk_not_g_and_names_the_categories():
+    info, G, D = _setup()
+    images, labels = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    latent, codes = info.sample(8)
+    fake = G(latent)
+    D(fake.detach())
+    loss = info.label_loss(images, labels)
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(math.log(10), abs=0.5)
+    loss.backward()
+    assert _grad_norm(D.info_q.parameters()) > 0 and _grad_norm(D.trunk.parameters()) > 0
+    assert _grad_norm(G.parameters()) == 0
+    assert torch.isfinite(info.loss(codes))  # its forward is not the one loss() uses
+    opt = torch.optim.Adam(D.parameters(), lr=1e-3)
+    for _ in range(30):  # it teaches Q to name these images' classes
+        opt.zero_grad()
+        info.label_loss(images, labels, code="cat0").backward()
+        opt.step()
+    D.eval()
+    assert torch.equal(info.infer(images)["cat0"]["probs"].argmax(1), labels)
+
+
+def test_label_loss_refuses_what_it_cannot_use():
+    info, G, D = _setup()
+    images = torch.rand(4, 1, 28, 28)
+    with pytest.raises(InfoGANError, match="categorical code"):
+        info.label_loss(images, torch.zeros(4, dtype=torch.long), code="unif1")
+    with pytest.raises(InfoGANError, match="integer labels"):
+        info.label_loss(images, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(InfoGANError, match="integer labels"):
+        info.label_loss(images, torch.zeros(4))
+    with pytest.raises(InfoGANError, match=r"\[0, 10\)"):
+        info.label_loss(images, torch.full((4,), 10))
+    info_u, _, _ = _setup("unif:2")
+    with pytest.raises(InfoGANError, match="needs a categorical code"):
+        info_u.label_loss(images, torch.zeros(4, dtype=torch.long))

@@ -625,6 +625,39 @@ class InfoRegularizer:
             total = total + self.codes[i].nll(params[i], codes[self.keys[i]]).mean()
         return total
 
+    def label_loss(self, images: torch.Tensor, labels: torch.Tensor, code: str | None = None) -> torch.Tensor:
+        """Cross-entropy of Q's posterior for one categorical code on labelled real ``images`` against their
+        ``labels`` (long ``[n]``, class k naming category k), float32 scalar, unweighted. ``code`` is its key
+        (``"cat0"``; the first categorical code when None). Add it to the discriminator's loss for the labelled
+        images of a semi-supervised run (ss-InfoGAN, Spurr et al. 2017): with it, category k of that code means
+        class k, and two classes cannot share a category.
+
+        The discriminator's forward runs inside ``untapped()``, in its current mode, the trunk under the caller's
+        autocast and Q in float32; it is never taken for ``loss()``. It reaches Q and the trunk (only Q with
+        ``train_trunk=False``), never G."""
+        categorical = self._categorical_indices("label_loss")
+        if code is None:
+            i = categorical[0]
+        elif code in self.keys and self.keys.index(code) in categorical:
+            i = self.keys.index(code)
+        else:
+            names = ", ".join(self.keys[j] for j in categorical)
+            raise InfoGANError(f"label_loss() needs the key of a categorical code ({names}), got {code!r}")
+        k = self.codes[i].k
+        if not torch.is_tensor(labels) or labels.dtype not in (torch.int64, torch.int32, torch.uint8) \
+                or labels.shape != (images.shape[0],):
+            shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__
+            raise InfoGANError(f"label_loss() needs integer labels [n] for {images.shape[0]} images, got {shape}"
+                               f"{' ' + str(labels.dtype) if torch.is_tensor(labels) else ''}")
+        if labels.device.type == "cpu" and labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < k):
+            raise InfoGANError(f"labels must lie in [0, {k}) for {self.keys[i]}, got {int(labels.min())} to "
+                               f"{int(labels.max())}")
+        with self.untapped():
+            features = self.features(images) if self.train_trunk else self._trunk_free_features((images,), {})
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            params = split_params(self.codes, self.q(features.float()))
+        return self.codes[i].nll(params[i], labels.to(params[i].device).long()).mean()
+
     def _categorical_indices(self, method: str) -> list[int]:
         """Positions of the categorical codes, for a method that needs at least one."""
         categorical = [i for i, code in enumerate(self.codes) if isinstance(code, Categorical)]
