@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from torch_infogan.codes import Categorical, parse_codes
 from torch_infogan.errors import InfoGANError
 
 
@@ -132,6 +133,11 @@ class TrainConfig:
             raise ConfigError("contrastive_start", f"must be a step >= 0, got {self.contrastive_start}")
         if self.instance_noise < 0:
             raise ConfigError("instance_noise", f"must be >= 0, got {self.instance_noise}")
+        if not any(isinstance(code, Categorical) for code in parse_codes(self.codes)):
+            for name in ("consistency", "iic", "invariance"):
+                if getattr(self, name) > 0:
+                    raise ConfigError(name, f"needs a categorical code (it works on Q's categories); "
+                                            f"the codes are {self.codes!r} (0 turns it off)")
 
 
 #: What the default adds to the paper's recipe (shifts of D's images, IIC, G's categories on moved copies),

@@ -18,7 +18,6 @@ from torch import nn
 
 from torch_infogan.augment import random_rotate, random_translate
 from torch_infogan.checkpoint import load_checkpoint, save_checkpoint
-from torch_infogan.codes import Categorical
 from torch_infogan.config import ConfigError, TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.data import ImageData, load_data, normalize
@@ -113,10 +112,6 @@ class Trainer:
         self.info = InfoRegularizer(config.codes, noise_dim=config.noise_dim, noise=config.noise,
                                     q_hidden=config.q_hidden, q_batchnorm=config.q_batchnorm,
                                     q_negative_slope=config.negative_slope, train_trunk=config.train_trunk)
-        for name in ("consistency", "iic", "invariance"):
-            if getattr(config, name) > 0 and not any(isinstance(code, Categorical) for code in self.info.codes):
-                raise ConfigError(name, f"needs a categorical code (it works on Q's categories); "
-                                        f"the codes are {self.info.spec!r} (0 turns it off)")
         self.model_config = {"builder": config.model, "latent_dim": self.info.latent_dim, "image_shape": [c, h, w],
                              "negative_slope": config.negative_slope}
         if config.model == "dcgan":
