@@ -60,6 +60,9 @@ class _FeaturesTaken(Exception):
 class InfoRegularizer:
     """Adds InfoGAN's latent codes and Q head to an existing GAN.
 
+    Weights: a code's ``weight`` scales every term computed from that code, the same way in each: ``loss``,
+    ``prior_loss``, ``consistency``, ``iic``, ``category_loss`` and ``label_loss``.
+
     Two lines attach it::
 
         info = InfoRegularizer("cat:10,unif:2", noise_dim=62).attach(netD, layer="main.8", example=real[:2])
@@ -574,7 +577,7 @@ class InfoRegularizer:
         for i in categorical:
             probs = self.codes[i].posterior(target[i])["probs"]
             self._record_marginal(i, probs)
-            total = total - (probs * torch.log_softmax(params[i].float(), dim=1)).sum(1).mean()
+            total = total - self.codes[i].weight * (probs * torch.log_softmax(params[i].float(), dim=1)).sum(1).mean()
         return total
 
     def iic(self, images: torch.Tensor, augmented: torch.Tensor) -> torch.Tensor:
@@ -601,7 +604,8 @@ class InfoRegularizer:
             first, second = (self.codes[i].posterior(view[i])["probs"] for view in params)
             self._record_marginal(i, torch.cat([first, second]))
             log_prior = self.codes[i].log_prior()
-            total = total - _paired_information(first, second, None if log_prior is None else log_prior.to(total.device))
+            log_prior = None if log_prior is None else log_prior.to(total.device)
+            total = total - self.codes[i].weight * _paired_information(first, second, log_prior)
         return total
 
     def category_loss(self, images: torch.Tensor, codes: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -622,12 +626,12 @@ class InfoRegularizer:
             params = split_params(self.codes, self.q(features.float()))
         total = torch.zeros((), device=images.device)
         for i in categorical:
-            total = total + self.codes[i].nll(params[i], codes[self.keys[i]]).mean()
+            total = total + self.codes[i].weight * self.codes[i].nll(params[i], codes[self.keys[i]]).mean()
         return total
 
     def label_loss(self, images: torch.Tensor, labels: torch.Tensor, code: str | None = None) -> torch.Tensor:
         """Cross-entropy of Q's posterior for one categorical code on labelled real ``images`` against their
-        ``labels`` (long ``[n]``, class k naming category k), float32 scalar, unweighted. ``code`` is its key
+        ``labels`` (long ``[n]``, class k naming category k), float32 scalar. ``code`` is its key
         (``"cat0"``; the first categorical code when None). Add it to the discriminator's loss for the labelled
         images of a semi-supervised run (ss-InfoGAN, Spurr et al. 2017): with it, category k of that code means
         class k, and two classes cannot share a category.
@@ -656,7 +660,7 @@ class InfoRegularizer:
             features = self.features(images) if self.train_trunk else self._trunk_free_features((images,), {})
         with torch.autocast(device_type=images.device.type, enabled=False):
             params = split_params(self.codes, self.q(features.float()))
-        return self.codes[i].nll(params[i], labels.to(params[i].device).long()).mean()
+        return self.codes[i].weight * self.codes[i].nll(params[i], labels.to(params[i].device).long()).mean()
 
     def _categorical_indices(self, method: str) -> list[int]:
         """Positions of the categorical codes, for a method that needs at least one."""
