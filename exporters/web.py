@@ -22,7 +22,7 @@ import torch
 
 from torch_infogan.checkpoint import Checkpoint, load_checkpoint
 from torch_infogan.errors import InfoGANError
-from torch_infogan.evaluation import estimate_bounds
+from torch_infogan.evaluation import estimate_bound_pair
 from torch_infogan.exporters.onnx import export_onnx, sha256
 
 FORMAT = "torch-infogan.web"
@@ -156,11 +156,10 @@ def _code_entry(key: str, code, offset: int, columns: int) -> dict:
 def page_metadata(checkpoint: Checkpoint, bounds_samples: int = 2000, seed: int = 0, columns: int = 10) -> dict:
     """What the page builds itself from (``model.json``): the latent's layout, one control per code, the
     image shape and value range, each code's MI bound (as trained and with Q's variance fitted, from
-    ``estimate_bounds`` on ``bounds_samples`` samples; none when 0) and where the model came from."""
+    ``estimate_bound_pair`` on ``bounds_samples`` samples; none when 0) and where the model came from."""
     info, config = checkpoint.info, checkpoint.config
     if bounds_samples > 0:
-        bounds = estimate_bounds(checkpoint.generator, info, n=bounds_samples, seed=seed)
-        fitted = estimate_bounds(checkpoint.generator, info, n=bounds_samples, seed=seed, fitted=True)
+        bounds, fitted = estimate_bound_pair(checkpoint.generator, info, n=bounds_samples, seed=seed)
     else:
         bounds, fitted = {}, {}
     entropies = info.entropies()

@@ -35,8 +35,15 @@ def estimate_bounds(generator: nn.Module, info: InfoRegularizer, n: int = 2000, 
 
     ``fitted=True``: the bound with Q's unlearned variance fitted to its error on these samples
     (``Code.fitted_nll``; the larger of the two bounds), which shows what a continuous code carries when
-    Q's std is fixed at 1.
+    Q's std is fixed at 1. ``estimate_bound_pair`` gives both from one pass.
     """
+    plain, fitted_bounds = estimate_bound_pair(generator, info, n, seed, batch_size)
+    return fitted_bounds if fitted else plain
+
+
+def estimate_bound_pair(generator: nn.Module, info: InfoRegularizer, n: int = 2000, seed: int = 0,
+                        batch_size: int = 500) -> tuple[dict[str, float], dict[str, float]]:
+    """``estimate_bounds`` and ``estimate_bounds(fitted=True)`` from one pass of G and Q over the samples."""
     device = next(generator.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     was_training = generator.training
@@ -53,14 +60,13 @@ def estimate_bounds(generator: nn.Module, info: InfoRegularizer, n: int = 2000, 
     finally:
         generator.train(was_training)
     parts = split_params(info.codes, torch.cat(params))
-    bounds = {}
+    plain, fitted = {}, {}
     for key, code, part in zip(info.keys, info.codes, parts):
         value = torch.cat([codes[key] for codes in drawn])
         nll = float(code.nll(part, value).mean())
-        if fitted:
-            nll = min(nll, float(code.fitted_nll(part, value).mean()))
-        bounds[key] = float(code.entropy()) - nll
-    return bounds
+        plain[key] = float(code.entropy()) - nll
+        fitted[key] = float(code.entropy()) - min(nll, float(code.fitted_nll(part, value).mean()))
+    return plain, fitted
 
 
 def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, normalization: str = "unit",
@@ -78,8 +84,7 @@ def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, norma
             scores = result["codes"].get(key, {})
             if "mapping" in scores:
                 scores.update(prior_against_labels(probs, scores["confusion"], scores["mapping"]))
-    result["bounds"] = estimate_bounds(generator, info, seed=seed)
-    result["bounds_fitted"] = estimate_bounds(generator, info, seed=seed, fitted=True)
+    result["bounds"], result["bounds_fitted"] = estimate_bound_pair(generator, info, seed=seed)
     result["entropies"] = info.entropies()
     return result
 
