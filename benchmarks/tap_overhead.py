@@ -25,7 +25,8 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
 from torch_infogan.data import load_data
-from torch_infogan.regularizer import InfoRegularizer, _watcher
+from torch_infogan.following import watcher
+from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.config import preset_config
 from torch_infogan.runtime import resolve_device
 from torch_infogan.trainer import Trainer
@@ -105,7 +106,7 @@ def main():
         if not hooked or sum(per_step.values()) < sum(hooked.values()):
             hooked = per_step
         attached = min(attached, other_model_step(other, x, args.steps * 10))
-        handle = register_module_forward_hook(_watcher(weakref.ref(trainer.info)), with_kwargs=True)
+        handle = register_module_forward_hook(watcher(weakref.ref(trainer.info)), with_kwargs=True)
         try:  # the global module hook the plug-in held for its whole attachment before it moved onto G
             global_hook = min(global_hook, other_model_step(other, x, args.steps * 10))
         finally:
@@ -115,7 +116,7 @@ def main():
             removed = min(removed, other_model_step(other, x, args.steps * 10))
         finally:
             trainer.info._module_hook = trainer.generator.register_forward_hook(
-                _watcher(weakref.ref(trainer.info)), with_kwargs=True)
+                watcher(weakref.ref(trainer.info)), with_kwargs=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size}; "

@@ -27,7 +27,7 @@ def test_models_know_nothing_of_codes_or_the_regularizer(path):
                                                            "torch_infogan.qhead"))}
 
 
-@pytest.mark.parametrize("name", ["codes.py", "regularizer.py", "qhead.py"])
+@pytest.mark.parametrize("name", ["codes.py", "regularizer.py", "qhead.py", "following.py", "heads.py"])
 def test_plugin_imports_no_trainer_data_or_cli(name):
     banned = ("torch_infogan.training", "torch_infogan.data", "torch_infogan.cli", "torch_infogan.checkpoint",
               "torch_infogan.exporters", "torch_infogan.models")
@@ -90,3 +90,15 @@ def test_commands_that_need_only_a_device_do_not_import_the_trainer(tiny_checkpo
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+# The plug-in's modules, each importing only those after it (regularizer -> following, heads, qhead -> codes).
+PLUGIN_LAYERS = [["regularizer"], ["following", "heads", "qhead"], ["codes"], ["errors"]]
+
+
+@pytest.mark.parametrize("level", range(len(PLUGIN_LAYERS)), ids=["/".join(names) for names in PLUGIN_LAYERS])
+def test_plugin_modules_import_in_one_direction(level):
+    above = {f"torch_infogan.{n}" for names in PLUGIN_LAYERS[:level + 1] for n in names}
+    for name in PLUGIN_LAYERS[level]:
+        imported = {n for n in _imports(ROOT / "torch_infogan" / f"{name}.py") if n.startswith("torch_infogan.")}
+        assert not imported & above, f"{name}.py imports a module at or above its own level"

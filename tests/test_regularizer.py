@@ -493,7 +493,7 @@ def test_features_stop_at_the_tap_and_equal_the_full_forwards(train_trunk):
     assert len(heads) == 1  # the features-only paths did not run it
     torch.testing.assert_close(features, full[0])
     torch.testing.assert_close(trunk_free, full[0])
-    assert info._depth == 0 and info._capture is None  # the hooks' bookkeeping is left as it was
+    assert info._tracker.depth == 0 and info._tracker.capture is None  # the bookkeeping is left as it was
     latent, codes = info.sample(4)  # and a training forward afterwards is tapped as before
     D.train()
     D(G(latent))

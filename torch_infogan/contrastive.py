@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from torch_infogan.errors import InfoGANError
-from torch_infogan.regularizer import InfoRegularizer, add_head, remove_head
+from torch_infogan.heads import add_head, remove_head
+from torch_infogan.regularizer import InfoRegularizer
 
 
 class PairClassifier(nn.Module):

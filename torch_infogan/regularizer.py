@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 import weakref
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -16,45 +13,10 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from torch_infogan.codes import Categorical, Code, code_keys, format_codes, parse_codes, split_params
 from torch_infogan.errors import InfoGANError
+from torch_infogan.following import FeaturesTaken, ForwardTracker, _same_images, made_from, watcher  # noqa: F401
+# (_same_images: read from here by older code)
+from torch_infogan.heads import add_head, remove_head
 from torch_infogan.qhead import QHead
-
-_LIVE_SAMPLES = 4   # how many of the latest sample() calls loss() can still be given the codes of
-
-_GENERATED = "the generated batch"
-_DERIVED = "images computed from the generated batch"
-
-
-@dataclass(eq=False)
-class _Forward:
-    """One discriminator forward on images that came from a sample's latent."""
-
-    kind: str                                 # _GENERATED (G's output, or its detached twin) or _DERIVED
-    key: object                               # same key: the same images
-    call: tuple | None = None                 # (args, kwargs) of the forward, kept for train_trunk=False
-    nodes: frozenset = frozenset()            # autograd nodes behind a derived input (to spot descendants)
-    features: torch.Tensor | None = None      # the tapped layer's output, copied
-
-
-@dataclass(eq=False)
-class _Sample:
-    """The bookkeeping of one ``sample()``: its latent, what G made of it, and D's forwards on that."""
-
-    latent: torch.Tensor
-    codes: dict
-    leaf: torch.Tensor | None = None              # the leaf tensor behind the latent (the latent itself, unless
-                                                  # a learned prior's logits make it a computed tensor)
-    outputs: list = field(default_factory=list)   # weak references to module outputs computed from the latent
-    generator: weakref.ref | None = None          # the outermost module that took the latent itself (G)
-    generated: weakref.ref | None = None          # its output
-    newest: torch.Tensor | None = None            # detached alias of the newest such output (G's images)
-    forwards: list = field(default_factory=list)
-    chosen: _Forward | None = None                # the forward the latest loss() used
-    ignored: list = field(default_factory=list)   # why forwards that reached the latent were not candidates
-
-
-class _FeaturesTaken(Exception):
-    """Raised by the tap once ``features()`` has its features: the discriminator's layers after the tap (its
-    output head) are not run for them."""
 
 
 class InfoRegularizer:
@@ -106,12 +68,7 @@ class InfoRegularizer:
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._samples: list[_Sample] = []     # the latest sample() calls, newest last
-        self._watching: _Sample | None = None  # the sample whose generator outputs are being followed
-        self._pending: list[_Forward] = []     # forwards of the running discriminator call awaiting features
-        self._depth = 0                        # > 0 while the discriminator runs
-        self._untapped = 0                     # > 0 inside ``untapped()``
-        self._capture: list | None = None      # set by ``features()``: tap every forward into this list
+        self._tracker = ForwardTracker()       # the open samples and D's forwards on them (following.py)
         self._bounds: dict[str, float] | None = None
         self._d_steps = 0                      # the discriminator's optimizer steps seen (for the prior's check)
         self._prior_stepped = False            # whether an optimizer has stepped a learned prior's logits
@@ -124,8 +81,7 @@ class InfoRegularizer:
         # Copies (``copy.deepcopy`` of an attached discriminator) leave the per-step bookkeeping behind, and
         # register global hooks of their own (a handle's state would copy every process-wide hook).
         state = dict(self.__dict__)
-        state.update(_samples=[], _watching=None, _pending=[], _depth=0, _untapped=0,
-                     _capture=None, _bound_tensors=None, _fitted_bound_tensors=None, _global_handles=[],
+        state.update(_tracker=ForwardTracker(), _bound_tensors=None, _fitted_bound_tensors=None, _global_handles=[],
                      _module_hook=None, _real_marginals={})
         return state
 
@@ -213,7 +169,7 @@ class InfoRegularizer:
             if target is not None:
                 target._after_optimizer_step(optimizer)
 
-        self._module_hook = register_module_forward_hook(_watcher(ref), with_kwargs=True)
+        self._module_hook = register_module_forward_hook(watcher(ref), with_kwargs=True)
         return [register_optimizer_step_post_hook(after_optimizer_step), self._module_hook]
 
     def _move_onto(self, generator: nn.Module | None) -> None:
@@ -223,7 +179,7 @@ class InfoRegularizer:
             return
         self._global_handles.remove(self._module_hook)
         self._module_hook.remove()
-        self._module_hook = generator.register_forward_hook(_watcher(weakref.ref(self)), with_kwargs=True)
+        self._module_hook = generator.register_forward_hook(watcher(weakref.ref(self)), with_kwargs=True)
 
     def remove(self) -> nn.Module:
         """Detach from the discriminator: hooks removed, Q unregistered. Returns the discriminator."""
@@ -267,69 +223,27 @@ class InfoRegularizer:
                                "tap a layer that the forward uses")
         return widths[0]  # a layer that runs twice in one forward is tapped at its first call, as in training
 
-    # -- following the generated batch ---------------------------------------------------------
-    # The hooks are bookkeeping on Python objects: under torch.compile they run eagerly (a graph break),
-    # never traced.
+    # -- the hooks: bookkeeping on Python objects, which torch.compile runs eagerly (a graph break) ------
     @torch.compiler.disable
     def _follow(self, module, args, kwargs, output) -> None:
-        """Follow ``output`` when the module took the newest sample's latent or a tensor already followed."""
-        sample = self._watching
-        if module is self.q or not torch.is_tensor(output):
-            return
-        inputs = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
-        if not any(_follows(a, sample) for a in inputs):
-            return
-        sample.outputs.append(weakref.ref(output))
-        sample.newest = output.detach()  # keeps G's images alive when the user keeps only a detached twin
-        if any(a is sample.latent or a._base is sample.latent for a in inputs):
-            # Modules return inside out: the last one to take the latent is the outermost (G itself).
-            sample.generator, sample.generated = weakref.ref(module), weakref.ref(output)
+        self._tracker.follow(module, args, kwargs, output, skip=self.q)
 
-    # -- discriminator hooks -------------------------------------------------------------------
     @torch.compiler.disable
     def _before_forward(self, module, args, kwargs):
-        self._depth += 1
-        if self._depth > 1 or self._capture is not None or self._untapped or not self._samples:
-            return
-        x = next((a for a in (*args, *kwargs.values()) if torch.is_tensor(a)), None)
-        if x is None:
-            return
-        call = None if self.train_trunk else (args, kwargs)
-        nodes = None  # the input's autograd graph, walked at most once per forward
-        for sample in self._samples:
-            forward = self._classify(x, sample, call)
-            if forward is None and x.grad_fn is not None:
-                nodes = _graph_nodes(x.grad_fn) if nodes is None else nodes
-                forward = self._classify_derived(x, sample, call, nodes)
-            if forward is None:
-                continue
-            sample.forwards.append(forward)
-            if sample.chosen is not None:
-                self._check_unchanged(sample, forward)
-            self._pending.append(forward)
+        self._tracker.before_forward(args, kwargs, keep_call=not self.train_trunk)
 
     @torch.compiler.disable
     def _after_forward(self, module, args, output):
-        self._depth -= 1
-        if self._depth == 0:
-            self._pending = []
+        self._tracker.after_forward()
 
     @torch.compiler.disable
     def _tap(self, module, args, output):
-        if self._capture is not None:
-            self._capture.append(output.flatten(1).to(torch.float32, copy=True))
-            # Stop the discriminator's forward here: nothing reads its output. (torch.export traces the whole
-            # forward instead: it does not follow an exception out of a hook.)
-            if self._depth == 1 and not torch.compiler.is_exporting():
-                raise _FeaturesTaken
-            return
-        if not self._pending or self._depth != 1:
-            return
-        # Copy now: an in-place activation after this layer would overwrite ``output`` later.
-        features = output.flatten(1).to(torch.float32, copy=True)
-        for forward in self._pending:
-            forward.features = features
-        self._pending = []
+        self._tracker.tap(output)
+
+    def untapped(self):
+        """Discriminator forwards inside this ``with`` block are never used by ``loss()`` (extra augmented
+        copies, penalties)."""
+        return self._tracker.untapped()
 
     def _after_optimizer_step(self, optimizer) -> None:
         """Once an optimizer has stepped the discriminator's parameters, its earlier forwards are forgotten.
@@ -344,8 +258,7 @@ class InfoRegularizer:
             self._prior_stepped = True
         if not stepped & {id(p) for p in self.discriminator.parameters()}:
             return
-        for sample in self._samples:
-            sample.forwards, sample.chosen = [], None
+        self._tracker.forget()
         if not priors or self._prior_warned:
             return
         self._d_steps += 1
@@ -357,73 +270,6 @@ class InfoRegularizer:
             self._prior_warned = True
             warnings.warn("no optimizer has stepped the learned prior's logits: add info.prior_parameters() to the "
                           "generator's optimizer, or the prior stays uniform", stacklevel=3)
-
-    @staticmethod
-    def _classify(x: torch.Tensor, sample: _Sample, call) -> _Forward | None:
-        """A forward on the sample's generated batch itself (G's output or memory it shares), or None."""
-        for image in _alive(sample):
-            if _same_images(x, image):
-                return _Forward(_GENERATED, image.data_ptr(), call)
-        return None
-
-    @staticmethod
-    def _classify_derived(x: torch.Tensor, sample: _Sample, call, nodes: set) -> _Forward | None:
-        """A forward on a tensor computed from the sample's latent (``nodes``: its autograd graph), or None."""
-        n = sample.latent.shape[0]
-        if not any(getattr(node, "variable", None) is sample.leaf for node in nodes):
-            return None
-        if x.shape[0] != n:
-            sample.ignored.append(f"a forward on a batch of {x.shape[0]} computed from the latent of {n} "
-                                  "(real and generated images concatenated?)")
-            return None
-        return _Forward(_DERIVED, x.grad_fn, call, frozenset(nodes))
-
-    def _check_unchanged(self, sample: _Sample, forward: _Forward) -> None:
-        """A forward after ``loss()`` must not change which forward ``loss()`` uses: that would be a silent switch."""
-        try:
-            now = self._select(sample)
-        except InfoGANError as exc:
-            sample.forwards.remove(forward)
-            raise InfoGANError(f"{exc} (this forward ran after loss() used another one)") from exc
-        if now.key != sample.chosen.key:
-            sample.forwards.remove(forward)
-            raise InfoGANError(
-                f"the discriminator ran on {_GENERATED} after loss() had used its forward on {sample.chosen.kind}, "
-                "so the MI term would depend on where loss() is called; call loss() after the forward on "
-                "the generated images, or run the other forward inside `with info.untapped():`")
-
-    def _select(self, sample: _Sample) -> _Forward:
-        """The forward whose features ``loss()`` uses (see the class docstring); raises where it cannot tell."""
-        generated = [f for f in sample.forwards if f.kind == _GENERATED]
-        if generated:
-            if len({f.key for f in generated}) > 1:
-                raise InfoGANError("the discriminator ran on two different generated batches for one sample() "
-                                   "(was G run twice on the latent?); run G once per sample()")
-            return generated[-1]
-        derived = [f for f in sample.forwards if f.kind == _DERIVED]
-        top = [f for f in derived if not any(o.key != f.key and o.key in f.nodes for o in derived)]
-        if len({f.key for f in top}) > 1:
-            raise InfoGANError(
-                f"the discriminator ran on {len({f.key for f in top})} different tensors computed from the generated "
-                "batch (two augmented copies?) and none is the generated batch itself, so loss() cannot tell "
-                "which to use; run the extra forwards inside `with info.untapped():`")
-        if not top:
-            hint = f" ({'; '.join(dict.fromkeys(sample.ignored))})" if sample.ignored else ""
-            raise InfoGANError(
-                "loss() needs the discriminator's forward on the images generated from the latest sample()'s "
-                f"latent (G(latent) or G(latent).detach()); none has run since{hint}. Run the discriminator "
-                "on the generated images first; an augmentation of a detached batch hides it: augment the "
-                "attached batch instead")
-        return top[-1]
-
-    @contextlib.contextmanager
-    def untapped(self):
-        """Discriminator forwards inside this block are never used by ``loss()`` (extra augmented copies, penalties)."""
-        self._untapped += 1
-        try:
-            yield
-        finally:
-            self._untapped -= 1
 
     # -- sampling and the loss -----------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -461,11 +307,7 @@ class InfoRegularizer:
             latent = latent + leaf
         else:
             leaf = latent.requires_grad_(True)
-        sample = _Sample(latent, codes, leaf=leaf, outputs=[weakref.ref(latent)])
-        self._samples = [*self._samples[-(_LIVE_SAMPLES - 1):], sample]
-        self._watching = sample if self.discriminator is not None else None
-        # A new step: the discriminator is not running (its post-hook may have been skipped by an interrupt).
-        self._depth, self._pending = 0, []
+        self._tracker.open(latent, codes, leaf, watch=self.discriminator is not None)
         return latent, codes
 
     def latent_from(self, codes: dict[str, torch.Tensor], noise: torch.Tensor | None = None,
@@ -489,14 +331,14 @@ class InfoRegularizer:
         """Weighted negative MI lower bound ``sum_i weight_i * (E[-log Q(c_i|x)] - H(c_i))`` (float32 scalar)."""
         if self.discriminator is None or self.q is None:
             raise InfoGANError("loss() needs an attached InfoRegularizer (call attach() first)")
-        sample = self._sample_of(codes)
+        sample = self._tracker.sample_of(codes, self.keys)
         codes = sample.codes
-        forward = self._select(sample)
+        forward = self._tracker.select(sample)
         if forward.features is None:
             raise InfoGANError(f"the tapped layer {self.layer_name!r} did not run during the discriminator's "
                                "forward on the generated images; tap a layer that the forward uses")
         sample.chosen = forward
-        if sample.generator is not None and _made_from(forward, sample.generated()):
+        if sample.generator is not None and made_from(forward, sample.generated()):
             self._move_onto(sample.generator())
         features = forward.features
         if not self.train_trunk:
@@ -515,27 +357,6 @@ class InfoRegularizer:
         self._bound_tensors = bounds.detach()
         self._bounds = None
         return -(weights * bounds).sum()
-
-    def _sample_of(self, codes: dict[str, torch.Tensor]) -> _Sample:
-        """The recent ``sample()`` whose codes these are: the dict it returned, or any dict holding the same
-        values under the same keys (moved to another device or rebuilt); the newest such sample."""
-        sample = next((s for s in reversed(self._samples) if s.codes is codes), None)
-        if sample is not None:
-            return sample
-        if not isinstance(codes, dict) or set(codes) != set(self.keys):
-            raise InfoGANError(f"loss() takes the dict of codes of a recent sample(), with the keys "
-                               f"{', '.join(self.keys)}; got {type(codes).__name__} "
-                               f"{', '.join(map(str, codes)) if isinstance(codes, dict) else ''}".rstrip())
-        for s in reversed(self._samples):
-            if all(torch.is_tensor(codes[key]) and codes[key].shape == value.shape
-                   and torch.equal(codes[key].to(value.device), value) for key, value in s.codes.items()):
-                return s
-        sizes = {tuple(codes[key].shape) if torch.is_tensor(codes[key]) else type(codes[key]).__name__
-                 for key in self.keys}
-        raise InfoGANError("loss() takes the codes of a recent sample(), whole (every row, in order): these "
-                           f"values (shapes {', '.join(map(str, sorted(sizes, key=str)))}) match none of the latest "
-                           f"{len(self._samples)} samples (draw() does not prepare a loss); sample again and "
-                           "generate from that latent")
 
     def prior_loss(self) -> torch.Tensor:
         """The learned priors' fit to the data: KL(P || pi) from Q's latest category frequencies P on real images
@@ -674,21 +495,12 @@ class InfoRegularizer:
         disc = self.discriminator
         state = {name: p.detach() for name, p in disc.named_parameters()}
         state.update({name: b.clone() for name, b in disc.named_buffers()})
-        with self._capturing() as captured:
+        with self._tracker.capturing() as captured:
             try:
                 torch.func.functional_call(disc, state, args, kwargs)
-            except _FeaturesTaken:
+            except FeaturesTaken:
                 pass
         return captured[0]
-
-    @contextlib.contextmanager
-    def _capturing(self):
-        captured: list[torch.Tensor] = []
-        self._capture = captured
-        try:
-            yield captured
-        finally:
-            self._capture = None
 
     def bounds(self) -> dict[str, float]:
         """Per-code MI lower bound in nats from the latest ``loss`` (spec order). Syncs with the device."""
@@ -736,10 +548,10 @@ class InfoRegularizer:
         """The tapped layer's output for ``images``, flattened to ``[n, F]`` float32: the discriminator runs up
         to the tapped layer, not through the layers after it (its output head)."""
         disc = self._attached()
-        with self._capturing() as captured:
+        with self._tracker.capturing() as captured:
             try:
                 disc(images)
-            except _FeaturesTaken:
+            except FeaturesTaken:
                 pass
         if not captured:
             raise InfoGANError(f"the tapped layer {self.layer_name!r} did not run during the discriminator's forward")
@@ -769,126 +581,3 @@ def _paired_information(first: torch.Tensor, second: torch.Tensor, log_prior: to
     return information + (marginal * log_prior).sum() - (log_prior.exp() * log_prior).sum()
 
 
-class _SkipsHeads:
-    """Mixed into a bare ``nn.Sequential`` that holds Q heads: iteration, length and indexing (and so the
-    forward) leave the heads out, as if they were not there."""
-
-    def _layers(self) -> list:
-        return [(name, m) for name, m in self._modules.items() if name not in self._info_heads]
-
-    def __iter__(self):
-        return iter([m for _, m in self._layers()])
-
-    def __len__(self):
-        return len(self._layers())
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return type(self).__mro__[2](OrderedDict(self._layers()[idx]))
-        return self._layers()[idx][1]
-
-    def __reduce_ex__(self, protocol):
-        # The class is made at run time, so pickle cannot find it by name: rebuild it from the Sequential class
-        # it extends (``torch.save(netD)``, ``copy.deepcopy``).
-        return _with_heads_instance, (type(self).__mro__[2],), self.__getstate__()
-
-
-_WITH_HEADS: dict[type, type] = {}  # one class per Sequential class, made on first use
-
-
-def _with_heads_class(base: type) -> type:
-    """The subclass of the ``nn.Sequential`` class ``base`` whose iteration skips Q heads: ``<Base>WithInfoHeads``."""
-    if base not in _WITH_HEADS:
-        _WITH_HEADS[base] = type(f"{base.__name__}WithInfoHeads", (_SkipsHeads, base),
-                                 {"__module__": __name__, "__doc__": _SkipsHeads.__doc__})
-    return _WITH_HEADS[base]
-
-
-def _with_heads_instance(base: type) -> nn.Module:
-    """An empty instance of ``_with_heads_class(base)`` for unpickling (its state is set afterwards)."""
-    instance = base.__new__(base)
-    instance.__class__ = _with_heads_class(base)
-    return instance
-
-
-def add_head(discriminator: nn.Module, name: str, head: nn.Module) -> None:
-    """Register ``head`` as the submodule ``name`` of ``discriminator``, so its optimizer, ``state_dict()`` and
-    ``.to()`` cover it; a bare ``nn.Sequential`` keeps its forward: as ``torch.nn.utils.parametrize`` does, the
-    instance gets a subclass of its class (``SequentialWithInfoHeads``) whose iteration skips the head."""
-    if isinstance(discriminator, nn.Sequential):
-        if not isinstance(discriminator, _SkipsHeads):
-            discriminator.__class__ = _with_heads_class(type(discriminator))
-            discriminator._info_heads = set()
-        discriminator._info_heads.add(name)
-    discriminator.add_module(name, head)
-
-
-def remove_head(discriminator: nn.Module, name: str) -> None:
-    """Undo ``add_head``: the last head removed gives the instance its own class back."""
-    delattr(discriminator, name)
-    if isinstance(discriminator, _SkipsHeads):
-        discriminator._info_heads.discard(name)
-        if not discriminator._info_heads:
-            discriminator.__class__ = type(discriminator).__mro__[2]
-            del discriminator._info_heads
-
-
-def _watcher(ref: weakref.ref):
-    """The module forward hook that follows the newest sample's latent, for the regularizer ``ref()``."""
-
-    def watch(module, args, kwargs, output):
-        target = ref()
-        if target is None or target._watching is None or target._depth:
-            return None  # the common case, cheap and traceable under torch.compile
-        target._follow(module, args, kwargs, output)
-        return None
-
-    return watch
-
-
-def _made_from(forward: _Forward, output: torch.Tensor | None) -> bool:
-    """Whether the discriminator's input in ``forward`` is ``output`` (its memory) or was computed from it."""
-    if output is None:
-        return False
-    if forward.kind == _GENERATED:
-        return forward.key == output.data_ptr()
-    return output.grad_fn is not None and output.grad_fn in forward.nodes
-
-
-def _follows(x: torch.Tensor, sample: _Sample) -> bool:
-    """Whether ``x`` is (a view of) the sample's latent or of a module output computed from it."""
-    for ref in sample.outputs:
-        t = ref()
-        if t is not None and (x is t or x._base is t):
-            return True
-    return False
-
-
-def _alive(sample: _Sample) -> list[torch.Tensor]:
-    """The sample's generated images still alive: module outputs computed from the latent, newest first."""
-    out = [sample.newest] if sample.newest is not None else []
-    out += [t for t in (ref() for ref in reversed(sample.outputs[1:])) if t is not None]
-    return out
-
-
-def _same_images(x: torch.Tensor, image: torch.Tensor) -> bool:
-    """``x`` is ``image`` or the same memory read the same way (``detach()``, ``.data``, a reshaping view)."""
-    if x is image:
-        return True
-    if (x.data_ptr(), x.numel(), x.dtype, x.device, x.shape[0]) != \
-            (image.data_ptr(), image.numel(), image.dtype, image.device, image.shape[0]):
-        return False
-    same_layout = x.shape == image.shape and x.stride() == image.stride()
-    return same_layout or (x.is_contiguous() and image.is_contiguous())
-
-
-def _graph_nodes(root) -> set:
-    """Every autograd node behind ``root``."""
-    seen, stack = set(), [root]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        stack.extend(next_fn for next_fn, _ in fn.next_functions)
-    return seen
