@@ -175,7 +175,7 @@ class InfoRegularizer:
     def _move_onto(self, generator: nn.Module | None) -> None:
         """Follow G's output with a hook on G's module instead of the global module hook (once ``loss()`` has used
         a forward on G's output or on a tensor computed from it, G being the outermost module given the latent)."""
-        if generator is None or self._module_hook not in self._global_handles:
+        if generator is None:
             return
         self._global_handles.remove(self._module_hook)
         self._module_hook.remove()
@@ -338,7 +338,8 @@ class InfoRegularizer:
             raise InfoGANError(f"the tapped layer {self.layer_name!r} did not run during the discriminator's "
                                "forward on the generated images; tap a layer that the forward uses")
         sample.chosen = forward
-        if sample.generator is not None and made_from(forward, sample.generated()):
+        if self._module_hook in self._global_handles and sample.generator is not None \
+                and made_from(forward, sample.generated()):  # G found: its hook moves onto G's module
             self._move_onto(sample.generator())
         features = forward.features
         if not self.train_trunk:
