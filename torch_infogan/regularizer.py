@@ -442,10 +442,7 @@ class InfoRegularizer:
         autocast and Q in float32; it is never taken for ``loss()``. With ``train_trunk=False`` it reaches Q and
         the images, not the trunk's parameters."""
         categorical = self._categorical_indices("category_loss")
-        with self.untapped():
-            features = self.features(images) if self.train_trunk else self._trunk_free_features((images,), {})
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            params = split_params(self.codes, self.q(features.float()))
+        params = self._untapped_params(images)
         total = torch.zeros((), device=images.device)
         for i in categorical:
             total = total + self.codes[i].weight * self.codes[i].nll(params[i], codes[self.keys[i]]).mean()
@@ -478,11 +475,16 @@ class InfoRegularizer:
         if labels.device.type == "cpu" and labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < k):
             raise InfoGANError(f"labels must lie in [0, {k}) for {self.keys[i]}, got {int(labels.min())} to "
                                f"{int(labels.max())}")
+        params = self._untapped_params(images)
+        return self.codes[i].weight * self.codes[i].nll(params[i], labels.to(params[i].device).long()).mean()
+
+    def _untapped_params(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Q's raw outputs per code on ``images`` from a forward that ``loss()`` never takes: the trunk under the
+        caller's autocast (its parameters left out with ``train_trunk=False``), Q in float32."""
         with self.untapped():
             features = self.features(images) if self.train_trunk else self._trunk_free_features((images,), {})
         with torch.autocast(device_type=images.device.type, enabled=False):
-            params = split_params(self.codes, self.q(features.float()))
-        return self.codes[i].weight * self.codes[i].nll(params[i], labels.to(params[i].device).long()).mean()
+            return split_params(self.codes, self.q(features.float()))
 
     def _categorical_indices(self, method: str) -> list[int]:
         """Positions of the categorical codes, for a method that needs at least one."""
