@@ -35,6 +35,11 @@ def train(
     channels: Annotated[Optional[int], typer.Option(help="1 (grey) or 3 (colour); default: the images' own (a folder whose images are all grey loads as grey).")] = None,
     imbalance: Annotated[Optional[float], typer.Option(help="Train on a class-unbalanced subset of a labelled dataset: class counts falling geometrically, largest over smallest N (e.g. 5).")] = None,
     imbalance_seed: Annotated[Optional[int], typer.Option(help="Seed of the unbalanced subset: which class gets which count, and which images.")] = None,
+    labels: Annotated[Optional[int], typer.Option(help="Train with N labelled images per class of the training data (drawn with --labels-seed): category k of the first categorical code then means label k (semi-supervised; evaluation leaves them out).")] = None,
+    labels_file: Annotated[Optional[Path], typer.Option(help="Your own labelled images: a CSV file of 'index,label' rows, indices into the training data, labels from 0.")] = None,
+    labels_seed: Annotated[Optional[int], typer.Option(help="Seed of the --labels draw.")] = None,
+    label_code: Annotated[Optional[str], typer.Option(help="The categorical code the labels name, e.g. cat0 (default: the first).")] = None,
+    label_weight: Annotated[Optional[float], typer.Option(help="Weight of the labelled images' cross-entropy in D's loss (default 1).")] = None,
     codes: Annotated[Optional[str], typer.Option(help="Latent codes, e.g. 'cat:10,unif:2'.")] = None,
     noise_dim: Annotated[Optional[int], typer.Option(help="Width of the noise z.")] = None,
     lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate.")] = None,
@@ -65,7 +70,8 @@ def train(
     """Train the DCGAN reference with InfoGAN codes; write checkpoint, metrics, pictures and a report."""
     overrides = dict(data=data, data_root=str(data_root) if data_root else None, download=download or None,
                      limit=limit, image_size=image_size, channels=channels, imbalance=imbalance,
-                     imbalance_seed=imbalance_seed, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
+                     imbalance_seed=imbalance_seed, labels=labels, labels_file=str(labels_file) if labels_file else None,
+                     labels_seed=labels_seed, label_code=label_code, label_weight=label_weight, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
                      iterations=iterations, epochs=epochs, seed=seed, device=device, precision=precision,
                      translate=translate, rotate=rotate, consistency=consistency, iic=iic, pair_shear=pair_shear,
                      invariance=invariance, info_weight=info_weight,
@@ -148,8 +154,10 @@ def train(
     if result.evaluation:
         for key, scores in result.evaluation["codes"].items():
             if "accuracy" in scores:
-                typer.echo(f"{key}: accuracy {scores['accuracy']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}  "
-                           f"agreement {scores['agreement']:.4f}")
+                plain = f"plain accuracy {scores['plain_accuracy']:.4f} (labelled images left out)  " \
+                    if "plain_accuracy" in scores else ""
+                typer.echo(f"{key}: {plain}accuracy {scores['accuracy']:.4f}  NMI {scores['nmi']:.4f}  "
+                           f"ARI {scores['ari']:.4f}  agreement {scores['agreement']:.4f}")
             else:
                 typer.echo(f"{key}: agreement {scores['agreement']:.4f}  real MI {scores['real_mi']:.4f}  "
                            f"usage {scores['usage']:.3f}  (no labels)")
@@ -200,7 +208,8 @@ def evaluate(
         ckpt = load_checkpoint(checkpoint, resolve_device(device))
         dataset = load_data(data, data_root, split)
         check_image_shape(dataset, ckpt.config["image_shape"])
-        result = run_evaluation(ckpt.generator, ckpt.info, dataset, ckpt.config.get("normalization", "unit"), seed=seed)
+        result = run_evaluation(ckpt.generator, ckpt.info, dataset, ckpt.config.get("normalization", "unit"), seed=seed,
+                                trained_labels=ckpt.trained_labels)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             plot_confusions(result, out)

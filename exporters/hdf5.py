@@ -46,7 +46,9 @@ def export_features(checkpoint: str | Path | Checkpoint, data: ImageData, out: s
     """Run the encoder over ``data`` (or over ``data[indices]``) and stream the rows into ``out``.
 
     Layout: ``features`` [N, F]; ``codes/<key>`` (probabilities, or means) and ``codes/<key>_std`` for
-    continuous codes; ``labels`` [N] where the data has them; ``index`` [N] into the source dataset.
+    continuous codes; ``labels`` [N] where the data has them; ``index`` [N] into the source dataset; for a
+    semi-supervised run (``--labels``), ``labelled`` [N] (bool: the rows whose labels the run trained on; none on
+    another split), its ``code`` attribute naming the code the labels trained.
     The file is written under a temporary name and renamed at the end.
     """
     import h5py
@@ -68,6 +70,10 @@ def export_features(checkpoint: str | Path | Checkpoint, data: ImageData, out: s
         raise InfoGANError("the dataset is empty: nothing to export")
     normalization = ckpt.config.get("normalization", "unit")
     names = output_names(ckpt.info)
+    trained = ckpt.trained_labels
+    labelled = np.zeros(len(data), dtype=bool)
+    if trained is not None:
+        labelled[trained.rows_in(data)] = True
     run, cleanup = _engine(ckpt, engine, device)
     start = time.perf_counter()
     try:
@@ -83,6 +89,8 @@ def export_features(checkpoint: str | Path | Checkpoint, data: ImageData, out: s
                 for name, value in zip(names, outputs):
                     datasets[name][begin:begin + len(index)] = value.astype(datasets[name].dtype, copy=False)
                 datasets["index"][begin:begin + len(index)] = index
+                if trained is not None:
+                    datasets["labelled"][begin:begin + len(index)] = labelled[index]
                 if data.labels is not None:
                     datasets["labels"][begin:begin + len(index)] = data.labels.numpy()[index]
                 if data.factors is not None:
@@ -135,6 +143,11 @@ def _create(h5, names, outputs, rows, dtype, data: ImageData, ckpt: Checkpoint) 
                                            compression="gzip", compression_opts=1, shuffle=True)
     datasets["index"] = h5.create_dataset("index", shape=(rows,), dtype=np.int64,
                                           chunks=(_chunk_rows(1, 8, rows),), compression="gzip", shuffle=True)
+    trained = ckpt.trained_labels
+    if trained is not None:
+        datasets["labelled"] = h5.create_dataset("labelled", shape=(rows,), dtype=bool, chunks=(_chunk_rows(1, 1, rows),),
+                                                 compression="gzip")
+        datasets["labelled"].attrs["code"] = trained.code
     if data.labels is not None:
         datasets["labels"] = h5.create_dataset("labels", shape=(rows,), dtype=np.int64,
                                                chunks=(_chunk_rows(1, 8, rows),), compression="gzip", shuffle=True)
@@ -183,7 +196,7 @@ def validate_features_file(path: str | Path) -> None:
             if not isinstance(h5.get("features"), h5py.Dataset) or h5["features"].ndim != 2:
                 raise InfoGANError(f"{path}: no 2-D 'features' dataset")
             n = h5["features"].shape[0]
-            for name in ("labels", "index"):
+            for name in ("labels", "index", "labelled"):
                 if name in h5 and (not isinstance(h5[name], h5py.Dataset) or h5[name].ndim != 1
                                    or h5[name].shape[0] != n):
                     raise InfoGANError(f"{path}: '{name}' is not a 1-D dataset of {n} rows like features")

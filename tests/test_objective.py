@@ -44,14 +44,15 @@ def _state(trainer):
 
 
 CASES = [("mnist", term, player) for term, players in
-         [("gan", "dg"), ("mi", "dg"), ("consistency", "d"), ("iic", "d"), ("invariance", "dg"), ("prior", "g")]
+         [("gan", "dg"), ("mi", "dg"), ("consistency", "d"), ("iic", "d"), ("invariance", "dg"), ("prior", "g"),
+                                 ("label", "d")]
          for player in players] + [("shapes-cr", "contrastive", "d"), ("shapes-cr", "contrastive", "g")]
 
 
 @pytest.mark.parametrize("updates", ["alternating", "simultaneous"])
 @pytest.mark.parametrize("preset,term_name,player", CASES)
 def test_a_non_finite_term_skips_the_step_and_leaves_both_players_as_they_were(preset, term_name, player, updates):
-    extra = dict(consistency=1.0, codes="cat:10:prior=learned,unif:2") if preset == "mnist" else \
+    extra = dict(consistency=1.0, codes="cat:10:prior=learned,unif:2", labels=2) if preset == "mnist" else \
         dict(contrastive_start=0)
     trainer = _trainer(preset, updates=updates, on_nonfinite="skip", **extra)
     term = next(t for t in trainer.terms if t.name == term_name)

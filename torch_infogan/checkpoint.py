@@ -14,6 +14,7 @@ from torch_infogan.atomic import atomic_path
 from torch_infogan.codes import list_codes
 from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.errors import InfoGANError
+from torch_infogan.labelled import LabelledSet
 from torch_infogan.models import build_models
 from torch_infogan.regularizer import InfoRegularizer
 
@@ -34,6 +35,11 @@ class Checkpoint:
     path: Path | None = None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     contrastive: ContrastiveRegularizer | None = None
+
+    @property
+    def trained_labels(self) -> LabelledSet | None:
+        """The labelled images a semi-supervised run (``--labels``) trained on; None for an unsupervised run."""
+        return LabelledSet.from_config(self.config.get("labelled"))
 
 
 def save_checkpoint(path: str | Path, generator: nn.Module, discriminator: nn.Module, info: InfoRegularizer,

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from torch_infogan.codes import Categorical, parse_codes
+from torch_infogan.codes import Categorical, code_keys, parse_codes
 from torch_infogan.errors import InfoGANError
 
 
@@ -34,6 +34,11 @@ class TrainConfig:
     channels: int | None = None
     imbalance: float | None = None
     imbalance_seed: int = 0
+    labels: int | None = None
+    labels_file: str | None = None
+    labels_seed: int = 0
+    label_code: str | None = None
+    label_weight: float = 1.0
     codes: str = "cat:10,unif:2"
     noise_dim: int = 62
     noise: str = "uniform"
@@ -133,11 +138,26 @@ class TrainConfig:
             raise ConfigError("contrastive_start", f"must be a step >= 0, got {self.contrastive_start}")
         if self.instance_noise < 0:
             raise ConfigError("instance_noise", f"must be >= 0, got {self.instance_noise}")
-        if not any(isinstance(code, Categorical) for code in parse_codes(self.codes)):
+        if self.labels is not None and self.labels < 1:
+            raise ConfigError("labels", f"must be >= 1 labelled image per class, got {self.labels}")
+        if self.labels is not None and self.labels_file is not None:
+            raise ConfigError("labels_file", "cannot be combined with a per-class draw (labels): give one of them")
+        if not self.label_weight > 0:
+            raise ConfigError("label_weight", f"must be > 0, got {self.label_weight}")
+        codes = parse_codes(self.codes)
+        categorical = [key for key, code in zip(code_keys(codes), codes) if isinstance(code, Categorical)]
+        if not categorical:
             for name in ("consistency", "iic", "invariance"):
                 if getattr(self, name) > 0:
                     raise ConfigError(name, f"needs a categorical code (it works on Q's categories); "
                                             f"the codes are {self.codes!r} (0 turns it off)")
+            for name in ("labels", "labels_file"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(name, f"needs a categorical code for the labels to name; the codes are "
+                                            f"{self.codes!r}")
+        if self.label_code is not None and self.label_code not in categorical:
+            raise ConfigError("label_code", f"must be the key of a categorical code ({', '.join(categorical) or 'none'}), "
+                                            f"got {self.label_code!r}")
 
 
 #: What the default adds to the paper's recipe (shifts of D's images, IIC, G's categories on moved copies),

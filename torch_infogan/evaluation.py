@@ -12,6 +12,7 @@ from torch import nn
 from torch_infogan.codes import split_params
 from torch_infogan.data import ImageData, normalize
 from torch_infogan.errors import InfoGANError
+from torch_infogan.labelled import LabelledSet
 from torch_infogan.metrics import cluster_scores
 from torch_infogan.regularizer import InfoRegularizer
 
@@ -70,13 +71,23 @@ def estimate_bound_pair(generator: nn.Module, info: InfoRegularizer, n: int = 20
 
 
 def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, normalization: str = "unit",
-             batch_size: int = 1000, seed: int = 0) -> dict:
+             batch_size: int = 1000, seed: int = 0, trained_labels: LabelledSet | None = None) -> dict:
     """Per code that clusters (``cluster()`` is not None, e.g. a categorical code): the label-free scores
     (``label_free_scores``, ``agreement``) and, where ``data`` has labels, accuracy after Hungarian matching,
-    NMI, ARI and the confusion matrix; and every code's MI bound. ``labelled`` says whether labels were used."""
+    NMI, ARI and the confusion matrix; and every code's MI bound. ``labelled`` says whether labels were used.
+
+    ``trained_labels``: the labelled images a semi-supervised run trained on (``Checkpoint.trained_labels``).
+    Those of them that are in ``data`` are left out of every score (``excluded`` counts them), and the code
+    they name gets ``plain_accuracy``: category k taken as label k, no matching."""
+    excluded = trained_labels.rows_in(data) if trained_labels is not None else np.zeros(0, dtype=np.int64)
+    if len(excluded):
+        data = data.without(excluded)
+    named = trained_labels.code if trained_labels is not None else None
     result: dict = {"dataset": data.name, "split": data.split, "n": int(len(data)),
-                    "labelled": data.labels is not None,
-                    "codes": cluster_code_scores(info, data, normalization, batch_size, seed)}
+                    "labelled": data.labels is not None, "excluded": int(len(excluded)),
+                    "codes": cluster_code_scores(info, data, normalization, batch_size, seed, named)}
+    if named is not None:
+        result["label_trained"] = {"code": named, "images": len(trained_labels)}
     priors = learned_priors(info)
     if priors:
         result["priors"] = priors
@@ -108,10 +119,10 @@ def prior_against_labels(probs, confusion, mapping: dict) -> dict:
 
 
 def cluster_code_scores(info: InfoRegularizer, data: ImageData, normalization: str = "unit",
-                        batch_size: int = 1000, seed: int = 0) -> dict[str, dict]:
+                        batch_size: int = 1000, seed: int = 0, named: str | None = None) -> dict[str, dict]:
     """``evaluate``'s per-code scores alone (no MI bounds, no generator): for each code that clusters, the
     label-free scores and ``agreement``, and accuracy, NMI, ARI, mapping, confusion and merges where ``data``
-    has labels."""
+    has labels; for the code ``named`` by training labels, also ``plain_accuracy`` (category k as label k)."""
     params = encode(info, data.images, batch_size, normalization)
     labels = None if data.labels is None else data.labels.numpy()
     scores, neighbours = {}, None
@@ -119,6 +130,8 @@ def cluster_code_scores(info: InfoRegularizer, data: ImageData, normalization: s
         assigned = code.cluster(part)
         if assigned is not None:
             scores[key] = {} if labels is None else cluster_scores(assigned.long().numpy(), labels, code.num_clusters)
+            if key == named and labels is not None:
+                scores[key]["plain_accuracy"] = float((assigned.long().numpy() == labels).mean())
             scores[key].update(label_free_scores(code.posterior(part)))
             if neighbours is None:  # the images' neighbours are the same for every code: found once
                 neighbours = pixel_neighbours(data.images, seed=seed)
@@ -213,6 +226,13 @@ def format_table(result: dict) -> str:
         merged = (" ".join("/".join(map(str, g)) for g in s["merged"]) or "-") if "merged" in s else "(no labels)"
         lines.append(f"{key:<8}{cell(s, 'accuracy', 10)}{cell(s, 'nmi', 8)}{cell(s, 'ari', 8)}"
                      f"{cell(s, 'real_mi', 9)}{cell(s, 'agreement', 11)}  {merged}")
+    trained = result.get("label_trained")
+    if trained is not None:
+        plain = result["codes"].get(trained["code"], {}).get("plain_accuracy")
+        lines.append("")
+        lines.append(f"{trained['code']} was trained on {trained['images']:,} labelled images "
+                     f"({result.get('excluded', 0):,} of them in this data, left out of every score)"
+                     + ("" if plain is None else f": plain accuracy {plain:.4f} (category k as label k, no matching)"))
     for key, probs in result.get("priors", {}).items():
         lines.append("")
         tv = result["codes"].get(key, {}).get("prior_tv")

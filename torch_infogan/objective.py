@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch_infogan.augment import random_affine
+from torch_infogan.augment import random_affine, random_translate
 from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.regularizer import InfoRegularizer
 
@@ -170,6 +170,26 @@ class InvarianceTerm(Term):
         value = self.info.category_loss(moved.detach() if batch.alternating else moved, moved_codes)
         batch.shared["invariance"] = value
         return value
+
+
+class LabelTerm(Term):
+    """A few labelled real images (``TrainConfig.labels``): Q's posterior for one categorical code against their
+    labels (``InfoRegularizer.label_loss``), for D's side, on a batch of them drawn every step and shifted as D's
+    real images are. With it, category k of that code means label k."""
+
+    name, players, passes = "label", (D,), "one on the labelled batch (at most half a batch of images)"
+
+    def __init__(self, info: InfoRegularizer, weight: float, images: torch.Tensor, labels: torch.Tensor, code: str,
+                 batch_size: int, translate: int):
+        super().__init__(weight)
+        self.info, self.images, self.labels, self.code = info, images, labels, code
+        self.batch_size, self.translate = min(batch_size, len(images)), translate
+
+    def loss(self, player, batch):
+        rows = torch.randperm(len(self.images), generator=batch.generator_rng, device=self.images.device)
+        rows = rows[:self.batch_size]
+        images = random_translate(self.images[rows].float().div_(255.0), self.translate, batch.generator_rng)
+        return self.info.label_loss(images, self.labels[rows], self.code)
 
 
 class ContrastiveTerm(Term):

@@ -32,7 +32,7 @@ def write_report(trainer: Trainer, fit: FitResult, out: str | Path
     files.append(plot_bounds(fit.records, info.entropies(), out / "mi_bounds.png"))
     evaluation = None
     if any(code.num_clusters for code in info.codes):
-        evaluation = evaluate(generator, info, trainer.full_data)
+        evaluation = evaluate(generator, info, trainer.full_data, trained_labels=trainer.labelled)
         (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
         files.append(out / "evaluation.json")
         files.extend(plot_confusions(evaluation, out))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -23,8 +24,9 @@ from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.data import ImageData, load_data, normalize
 from torch_infogan.errors import InfoGANError
 from torch_infogan.models import TAP_LAYERS, build_models
+from torch_infogan.labelled import LabelledSet, draw_labelled, read_labels_file
 from torch_infogan.objective import (D, G, ConsistencyTerm, ContrastiveTerm, GANTerm, IICTerm, InvarianceTerm,
-                                     MITerm, PriorTerm, StepBatch, Term)
+                                     LabelTerm, MITerm, PriorTerm, StepBatch, Term)
 from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.runtime import Runtime
 
@@ -112,6 +114,7 @@ class Trainer:
         self.info = InfoRegularizer(config.codes, noise_dim=config.noise_dim, noise=config.noise,
                                     q_hidden=config.q_hidden, q_batchnorm=config.q_batchnorm,
                                     q_negative_slope=config.negative_slope, train_trunk=config.train_trunk)
+        self.labelled = self._labelled(config, data)
         self.model_config = {"builder": config.model, "latent_dim": self.info.latent_dim, "image_shape": [c, h, w],
                              "negative_slope": config.negative_slope}
         if config.model == "dcgan":
@@ -158,6 +161,22 @@ class Trainer:
         self.last_skipped = False
         self._compile_phases(config.compile)
 
+    def _labelled(self, config: TrainConfig, data: ImageData) -> LabelledSet | None:
+        """The labelled training images of ``--labels`` or ``--labels-file``, None without either."""
+        if config.labels is None and config.labels_file is None:
+            return None
+        if config.labels is not None:
+            indices, labels = draw_labelled(data, config.labels, config.labels_seed)
+        else:
+            indices, labels = read_labels_file(config.labels_file, len(data))
+        key = config.label_code or next(key for key, code in zip(self.info.keys, self.info.codes)
+                                        if code.num_clusters is not None)
+        k = self.info.codes[self.info.keys.index(key)].num_clusters
+        if labels.max() >= k:
+            raise InfoGANError(f"the labels run to {labels.max()}, but {key} has {k} categories: give it at least "
+                               f"{labels.max() + 1} (--codes cat:{labels.max() + 1},...)")
+        return LabelledSet(indices, labels, key, self.full_data.name, self.full_data.split, len(self.full_data))
+
     def _compile_phases(self, compile: bool) -> None:
         self._d_fn = torch.compile(self._d_phase) if compile else self._d_phase
         self._g_fn = torch.compile(self._g_phase) if compile else self._g_phase
@@ -197,6 +216,11 @@ class Trainer:
             terms.append(InvarianceTerm(info, config.invariance, config.pair_shear))
         if self.contrastive is not None:
             terms.append(ContrastiveTerm(self.contrastive, self.generator))
+        if self.labelled is not None:
+            rows = torch.from_numpy(self.labelled.indices).to(self.device)
+            labels = torch.from_numpy(self.labelled.labels).to(self.device)
+            terms.append(LabelTerm(info, config.label_weight, self.images[rows], labels, self.labelled.code,
+                                   config.batch_size // 2, config.translate))
         if self._prior_params:  # the learned prior follows Q's category frequencies on real images
             terms.append(PriorTerm(info, config.info_weight))
         return terms
@@ -339,6 +363,8 @@ class Trainer:
                   "cursor": self._cursor, "skipped": self.skipped}
         if self.contrastive is not None:
             config["contrastive"] = self.contrastive.config()
+        if self.labelled is not None:
+            config["labelled"] = self.labelled.to_config()
         return config
 
     def save(self, path: str | Path) -> Path:
@@ -363,6 +389,13 @@ class Trainer:
             self.discriminator.load_state_dict(ckpt.discriminator.state_dict())
         except RuntimeError as exc:
             raise InfoGANError(f"{path} does not fit this run's networks: {str(exc).splitlines()[0]}") from exc
+        stored = LabelledSet.from_config(ckpt.config.get("labelled"))
+        if (stored is None) != (self.labelled is None) or (stored is not None and not (
+                np.array_equal(stored.indices, self.labelled.indices)
+                and np.array_equal(stored.labels, self.labelled.labels) and stored.code == self.labelled.code)):
+            raise InfoGANError(f"{path} was trained on other labelled images than these settings give: resume it "
+                               "with the labels it was trained on (its own --labels, --labels-seed, --labels-file "
+                               "and that file's contents)")
         for name, opt in (("d", self.opt_d), ("g", self.opt_g)):
             if name not in ckpt.optimizer_state:
                 raise InfoGANError(f"{path} holds no optimizer state (a weights-only file): it cannot be resumed")

@@ -62,6 +62,12 @@ class ImageData:
             rows = slice(0, n)
         return self._rows(rows)
 
+    def without(self, rows) -> "ImageData":
+        """These images but the given rows (indices)."""
+        keep = np.ones(len(self), dtype=bool)
+        keep[np.asarray(rows, dtype=np.int64)] = False
+        return self._rows(torch.from_numpy(keep))
+
     def _rows(self, rows) -> "ImageData":
         labels = None if self.labels is None else self.labels[rows]
         factors = None if self.factors is None else self.factors[rows]
