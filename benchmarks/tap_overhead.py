@@ -4,7 +4,7 @@
 
 Runs the trainer's step (the paper's MNIST networks, alternating updates, float32) and, in the same
 process, measures (a) the wall time of a step, (b) the time spent inside the regularizer's hooks and
-``sample()``: following G's output (``_follow``, called when G's module runs on a followed tensor),
+``sample()``: following G's output (``ForwardHooks.follow``, called when G's module runs on a followed tensor),
 classifying each discriminator input, copying the tapped features, the optimizer-step hook; and (c) the
 step of another model in the same process (a stack of small layers, where module dispatch shows): with
 the plug-in attached and stepped (its module hook then lives on G alone), with a global module hook as
@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
 from torch_infogan.data import load_data
-from torch_infogan.following import watcher
+from torch_infogan.following import ForwardHooks, watcher
 from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.config import preset_config
 from torch_infogan.runtime import resolve_device
@@ -33,7 +33,10 @@ from torch_infogan.trainer import Trainer
 
 from throughput import measure  # the sibling benchmark's timing loop (this folder is on sys.path)
 
-HOOKS = ("_follow", "_before_forward", "_after_forward", "_tap", "_after_optimizer_step", "sample", "loss")
+#: The timed methods: the hooks' calls (on ``ForwardHooks`` and on the regularizer), and sample() and loss().
+HOOKS = {"follow": ForwardHooks, "after_optimizer_step": ForwardHooks, "_before_forward": InfoRegularizer,
+         "_after_forward": InfoRegularizer, "_tap": InfoRegularizer, "sample": InfoRegularizer,
+         "loss": InfoRegularizer}
 
 
 class HookTimer:
@@ -43,8 +46,8 @@ class HookTimer:
     def __init__(self):
         self.on = False
         self.totals: dict[str, float] = {}
-        for name in HOOKS:
-            setattr(InfoRegularizer, name, self._wrap(name, getattr(InfoRegularizer, name)))
+        for name, owner in HOOKS.items():
+            setattr(owner, name, self._wrap(name, getattr(owner, name)))
 
     def _wrap(self, name, fn):
         def timed(*args, **kwargs):
@@ -106,17 +109,17 @@ def main():
         if not hooked or sum(per_step.values()) < sum(hooked.values()):
             hooked = per_step
         attached = min(attached, other_model_step(other, x, args.steps * 10))
-        handle = register_module_forward_hook(watcher(weakref.ref(trainer.info)), with_kwargs=True)
+        handle = register_module_forward_hook(watcher(weakref.ref(trainer.info._hooks)), with_kwargs=True)
         try:  # the global module hook the plug-in held for its whole attachment before it moved onto G
             global_hook = min(global_hook, other_model_step(other, x, args.steps * 10))
         finally:
             handle.remove()
-        trainer.info._module_hook.remove()  # no plug-in module hook anywhere (G's taken off for the moment)
+        trainer.info._hooks.module_hook.remove()  # no plug-in module hook anywhere (G's taken off for the moment)
         try:
             removed = min(removed, other_model_step(other, x, args.steps * 10))
         finally:
-            trainer.info._module_hook = trainer.generator.register_forward_hook(
-                watcher(weakref.ref(trainer.info)), with_kwargs=True)
+            trainer.info._hooks.module_hook = trainer.generator.register_forward_hook(
+                watcher(weakref.ref(trainer.info._hooks)), with_kwargs=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size}; "

@@ -18,7 +18,7 @@ from torch_infogan.config import preset_config
 from torch_infogan.data import load_data
 from torch_infogan.errors import InfoGANError
 from torch_infogan.evaluation import prior_against_labels
-from torch_infogan.regularizer import _paired_information
+from torch_infogan.losses import paired_information as _paired_information
 from torch_infogan.trainer import Trainer
 
 runner = CliRunner()

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_infogan import InfoGANError, InfoRegularizer, list_codes, get_code
+from torch_infogan.following import trunk_free_features
 from torch_infogan.models import DCGAN_TAP, build_dcgan
 
 
@@ -355,7 +356,7 @@ def test_iic_is_minus_the_mutual_information_of_the_two_views_categories():
 
 
 def test_paired_information_is_ln_k_for_confident_balanced_consistent_categories_and_zero_for_one():
-    from torch_infogan.regularizer import _paired_information
+    from torch_infogan.losses import paired_information as _paired_information
 
     balanced = torch.eye(4).repeat(2, 1)  # each of 4 categories twice, named with certainty
     assert float(_paired_information(balanced, balanced)) == pytest.approx(math.log(4), abs=1e-5)
@@ -487,7 +488,7 @@ def test_features_stop_at_the_tap_and_equal_the_full_forwards(train_trunk):
         D(images)
         assert len(heads) == 1  # the full forward runs the output head
         features = info.features(images)
-        trunk_free = info._trunk_free_features((images,), {})
+        trunk_free = trunk_free_features(info._tracker, D, (images,), {})
     handle.remove()
     head_handle.remove()
     assert len(heads) == 1  # the features-only paths did not run it

@@ -22,11 +22,14 @@ raises. docs/architecture.md tells the same with its reasons.
 from __future__ import annotations
 
 import contextlib
+import warnings
 import weakref
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from torch_infogan.errors import InfoGANError
 
@@ -252,18 +255,127 @@ class ForwardTracker:
             self.capture = None
 
 
+class ForwardHooks:
+    """The hooks that feed a regularizer's ``ForwardTracker`` (``owner._tracker``), and where they live.
+
+    On the discriminator: a pre-hook and a hook around its forward, and a hook on the tapped layer (the owner's
+    methods, so that a copied discriminator's hooks reach the copied regularizer). Following
+    G's output: a module forward hook, global until ``move_onto(G)`` (the first ``loss()`` that finds G), then on
+    G's module alone, so that other modules of the process run without it. An optimizer step hook, global,
+    because fused optimizers step parameters without bumping their version counters and nothing else tells
+    that the discriminator has stepped: its forwards are then forgotten, and a learned prior's logits are
+    checked to be stepped by another optimizer (``check_prior_step``). The global hooks are registered once,
+    not per ``sample()`` (that would make torch.compile re-trace every step), and hold these hooks weakly:
+    a discriminator dropped without ``remove()`` does not stay alive in them (they are then no-ops). Copies
+    (``copy.deepcopy``, pickling) register global hooks of their own. The calls are bookkeeping on Python
+    objects, which torch.compile runs eagerly (a graph break)."""
+
+    def __init__(self, owner, discriminator: nn.Module, layer: nn.Module):
+        self.owner = owner  # held strongly, as the discriminator's hooks hold it: an unpickled one keeps it
+        self.local = [discriminator.register_forward_pre_hook(owner._before_forward, with_kwargs=True),
+                      discriminator.register_forward_hook(owner._after_forward, always_call=True),
+                      layer.register_forward_hook(owner._tap)]
+        self.d_steps, self.prior_stepped, self.prior_warned = 0, False, False
+        self._register_global()
+
+    def _register_global(self) -> None:
+        ref = weakref.ref(self)
+
+        @torch.compiler.disable
+        def after_optimizer_step(optimizer, args, kwargs):
+            hooks = ref()
+            if hooks is not None:
+                hooks.after_optimizer_step(optimizer)
+
+        self.optimizer_hook = register_optimizer_step_post_hook(after_optimizer_step)
+        self.module_hook = register_module_forward_hook(watcher(ref), with_kwargs=True)
+        self.on_generator = False
+
+    def move_onto(self, generator: nn.Module) -> None:
+        """Follow G's output with a hook on G's module instead of the global module hook."""
+        if not self.on_generator:
+            self.module_hook.remove()
+            self.module_hook = generator.register_forward_hook(watcher(weakref.ref(self)), with_kwargs=True)
+            self.on_generator = True
+
+    def remove(self) -> None:
+        for handle in [*self.local, self.optimizer_hook, self.module_hook]:
+            handle.remove()
+
+    def __getstate__(self):
+        return {"owner": self.owner, "local": self.local, "steps": (self.d_steps, self.prior_stepped,
+                                                                      self.prior_warned)}
+
+    def __setstate__(self, state):
+        self.owner, self.local = state["owner"], state["local"]
+        self.d_steps, self.prior_stepped, self.prior_warned = state["steps"]
+        self._register_global()
+
+    @property
+    def tracker(self) -> "ForwardTracker":
+        return self.owner._tracker
+
+    @torch.compiler.disable
+    def follow(self, module, args, kwargs, output) -> None:
+        owner = self.owner
+        owner._tracker.follow(module, args, kwargs, output, skip=owner.q)
+
+    def after_optimizer_step(self, optimizer) -> None:
+        """Once an optimizer has stepped the discriminator's parameters, its earlier forwards are forgotten."""
+        owner = self.owner
+        if owner.discriminator is None:
+            return
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        priors = {id(p) for p in owner.prior_parameters()}
+        self.prior_stepped |= bool(priors & stepped)
+        if stepped & {id(p) for p in owner.discriminator.parameters()}:
+            owner._tracker.forget()
+            if priors and not self.prior_warned:
+                self.check_prior_step(bool(priors & stepped))
+
+    def check_prior_step(self, held_by_d: bool) -> None:
+        """A learned prior's logits must be stepped by the generator's optimizer: warn when the discriminator's
+        optimizer holds them, or when it has stepped twice and no optimizer has stepped them."""
+        self.d_steps += 1
+        if held_by_d or (self.d_steps >= 2 and not self.prior_stepped):
+            self.prior_warned = True
+            warnings.warn("the discriminator's optimizer holds the learned prior's logits (info.prior_parameters()); "
+                          "they belong to the generator's optimizer alone" if held_by_d else
+                          "no optimizer has stepped the learned prior's logits: add info.prior_parameters() to the "
+                          "generator's optimizer, or the prior stays uniform", stacklevel=4)
+
+
 def watcher(ref: weakref.ref):
-    """The module forward hook that follows the newest sample's latent, for the regularizer ``ref()`` (its
-    ``_follow``)."""
+    """The module forward hook that follows the newest sample's latent, for the ``ForwardHooks`` ``ref()``."""
 
     def watch(module, args, kwargs, output):
-        target = ref()
-        if target is None or target._tracker.watching is None or target._tracker.depth:
+        hooks = ref()
+        tracker = None if hooks is None else hooks.tracker
+        if tracker is None or tracker.watching is None or tracker.depth:
             return None  # the common case, cheap and traceable under torch.compile
-        target._follow(module, args, kwargs, output)
+        hooks.follow(module, args, kwargs, output)
         return None
 
     return watch
+
+
+def trunk_free_features(tracker: ForwardTracker, discriminator: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+    """The tapped features of ``discriminator(*args, **kwargs)`` re-run with its parameters detached and its buffers
+    copied: how ``train_trunk=False`` keeps the trunk out of a term (gradients still reach the inputs)."""
+    state = {name: p.detach() for name, p in discriminator.named_parameters()}
+    state.update({name: b.clone() for name, b in discriminator.named_buffers()})
+    return tapped_output(tracker, lambda: torch.func.functional_call(discriminator, state, args, kwargs))
+
+
+def tapped_output(tracker: ForwardTracker, run) -> torch.Tensor | None:
+    """The tapped layer's output (flattened, float32) during ``run()``, a discriminator forward that stops at the
+    tap; None when the layer did not run."""
+    with tracker.capturing() as captured:
+        try:
+            run()
+        except FeaturesTaken:
+            pass
+    return captured[0] if captured else None
 
 
 def made_from(forward: Forward, output: torch.Tensor | None) -> bool:

@@ -1,4 +1,4 @@
-"""Registering Q heads on a discriminator: a submodule of it, so its optimizer, ``state_dict()`` and ``.to()``
+"""Attaching Q to a discriminator: finding the tapped layer, sizing Q from it, and registering Q heads as a submodule of it, so its optimizer, ``state_dict()`` and ``.to()``
 cover Q; a bare ``nn.Sequential`` gets, as ``torch.nn.utils.parametrize`` does, a subclass of its class whose
 iteration skips the heads (its forward is unchanged), with its own name and pickling."""
 
@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
+
+from torch_infogan.errors import InfoGANError
 
 
 class _SkipsHeads:
@@ -71,3 +74,36 @@ def remove_head(discriminator: nn.Module, name: str) -> None:
         if not discriminator._info_heads:
             discriminator.__class__ = type(discriminator).__mro__[2]
             del discriminator._info_heads
+
+
+def find_layer(discriminator: nn.Module, layer: str | nn.Module) -> tuple[nn.Module, str]:
+    """The tapped layer, given as a submodule or by its name, and its name."""
+    modules = dict(discriminator.named_modules())
+    if isinstance(layer, nn.Module):
+        for name, module in modules.items():
+            if module is layer:
+                return module, name
+        raise InfoGANError("the layer given to attach() is not a submodule of the discriminator")
+    if layer not in modules or layer == "":
+        names = [n for n in modules if n]
+        raise InfoGANError(f"the discriminator has no layer {layer!r}; its layers: {', '.join(names)}")
+    return modules[layer], layer
+
+
+def probe_width(discriminator: nn.Module, module: nn.Module, name: str, example) -> int:
+    """The width of ``module``'s output per image, from one forward of ``example`` in eval mode without gradients
+    (the discriminator, its running statistics included, is left as it was)."""
+    widths: list[int] = []
+    handle = module.register_forward_hook(lambda m, i, o: widths.append(o[0].numel() if o.dim() > 1 else 1))
+    was_training = discriminator.training
+    discriminator.eval()
+    try:
+        with torch.no_grad():
+            discriminator(*example) if isinstance(example, tuple) else discriminator(example)
+    finally:
+        handle.remove()
+        discriminator.train(was_training)
+    if not widths:
+        raise InfoGANError(f"layer {name!r} did not run during the discriminator's forward on `example`; "
+                           "tap a layer that the forward uses")
+    return widths[0]  # a layer that runs twice in one forward is tapped at its first call, as in training
