@@ -27,7 +27,8 @@ def test_models_know_nothing_of_codes_or_the_regularizer(path):
                                                            "torch_infogan.qhead"))}
 
 
-@pytest.mark.parametrize("name", ["codes.py", "regularizer.py", "qhead.py", "following.py", "heads.py"])
+@pytest.mark.parametrize("name", ["codes.py", "regularizer.py", "qhead.py", "following.py", "heads.py", "latent.py",
+                                  "losses.py"])
 def test_plugin_imports_no_trainer_data_or_cli(name):
     banned = ("torch_infogan.training", "torch_infogan.data", "torch_infogan.cli", "torch_infogan.checkpoint",
               "torch_infogan.exporters", "torch_infogan.models")
@@ -45,7 +46,7 @@ def test_exporters_need_no_trainer(path):
 
 
 # The trainer's modules, each importing only those after it in this list (training -> ... -> config).
-TRAINER_LAYERS = ["training", "report", "trainer", "objective", "augment", "runtime", "config"]
+TRAINER_LAYERS = ["training", "report", "trainer", "loop", "objective", "guard", "augment", "runtime", "config"]
 
 
 @pytest.mark.parametrize("index", range(len(TRAINER_LAYERS)), ids=TRAINER_LAYERS)
@@ -92,8 +93,8 @@ def test_commands_that_need_only_a_device_do_not_import_the_trainer(tiny_checkpo
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
-# The plug-in's modules, each importing only those after it (regularizer -> following, heads, qhead -> codes).
-PLUGIN_LAYERS = [["regularizer"], ["following", "heads", "qhead"], ["codes"], ["errors"]]
+# The plug-in's modules, each importing only those after it (regularizer -> its parts -> codes).
+PLUGIN_LAYERS = [["regularizer"], ["latent", "following", "heads", "losses", "qhead"], ["codes"], ["errors"]]
 
 
 @pytest.mark.parametrize("level", range(len(PLUGIN_LAYERS)), ids=["/".join(names) for names in PLUGIN_LAYERS])

@@ -12,6 +12,7 @@ from torch import nn
 
 from torch_infogan.atomic import atomic_path
 from torch_infogan.codes import list_codes
+from torch_infogan.config import ConfigError
 from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.errors import InfoGANError
 from torch_infogan.labelled import LabelledSet
@@ -157,6 +158,26 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     for logits in info.prior_parameters():
         logits.data = logits.data.to(device)
     return Checkpoint(generator, discriminator, info, config, step, optimizer_state, path, extra, contrastive)
+
+
+def check_resumable(ckpt: Checkpoint, spec: str, model_config: dict, contrastive: bool,
+                    labelled: LabelledSet | None) -> None:
+    """Refuse to resume ``ckpt`` into a run of other codes (``spec``), networks, contrastive setting or labelled
+    images, or from a weights-only file."""
+    path = ckpt.path
+    if ckpt.info.spec != spec or ckpt.config["model"] != model_config:
+        raise InfoGANError(f"{path} was trained with codes {ckpt.info.spec!r} and model {ckpt.config['model']}, "
+                           f"which differ from this run's")
+    if (ckpt.contrastive is not None) != contrastive:
+        raise ConfigError("contrastive", f"differs from the run in {path}, which was trained "
+                                         f"{'without' if ckpt.contrastive is None else 'with'} the contrastive "
+                                         "regularizer; resume it with the same setting")
+    if ckpt.trained_labels != labelled:
+        raise InfoGANError(f"{path} was trained on other labelled images than these settings give: resume it "
+                           "with the labels it was trained on (its own --labels, --labels-seed, --labels-file "
+                           "and that file's contents)")
+    if not {"d", "g"} <= set(ckpt.optimizer_state):
+        raise InfoGANError(f"{path} holds no optimizer state (a weights-only file): it cannot be resumed")
 
 
 def save_weights_only(src: str | Path, dst: str | Path) -> Path:

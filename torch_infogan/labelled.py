@@ -13,7 +13,7 @@ from torch_infogan.data import ImageData
 from torch_infogan.errors import InfoGANError
 
 
-@dataclass
+@dataclass(eq=False)
 class LabelledSet:
     """The training images whose labels a run trained on: ``indices`` into the run's training data (``dataset``,
     its ``split``, ``n`` images: the data before ``limit``, as the run evaluates it) and their ``labels``; ``code``
@@ -28,6 +28,13 @@ class LabelledSet:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, LabelledSet) and np.array_equal(self.indices, other.indices) \
+            and np.array_equal(self.labels, other.labels) and (self.code, self.dataset, self.split, self.n) == \
+            (other.code, other.dataset, other.split, other.n)
+
+    __hash__ = None
 
     def to_config(self) -> dict:
         """A JSON-ready record, kept in the checkpoint's configuration as ``labelled``."""
@@ -52,6 +59,25 @@ class LabelledSet:
                                f"({self.n:,} images); the data given has {len(data):,}, so they cannot be left "
                                "out: evaluate on the data the run trained on, or on another split")
         return self.indices
+
+
+def choose_labelled(data: ImageData, full_data: ImageData, info, per_class: int | None, labels_file: str | None,
+                    seed: int = 0, code: str | None = None) -> LabelledSet | None:
+    """The labelled images of a run on ``data`` (``full_data`` before ``limit``): ``per_class`` of each label drawn
+    with ``seed``, or a user's ``labels_file`` (None without either); naming the categorical ``code`` of the
+    regularizer ``info`` (its first categorical code when None), which must have a category for every label."""
+    if per_class is None and labels_file is None:
+        return None
+    if per_class is not None:
+        indices, labels = draw_labelled(data, per_class, seed)
+    else:
+        indices, labels = read_labels_file(labels_file, len(data))
+    key = code or info.keys[info.categorical_indices("label_loss")[0]]
+    k = info.codes[info.keys.index(key)].num_clusters
+    if labels.max() >= k:
+        raise InfoGANError(f"the labels run to {labels.max()}, but {key} has {k} categories: give it at least "
+                           f"{labels.max() + 1} (--codes cat:{labels.max() + 1},...)")
+    return LabelledSet(indices, labels, key, full_data.name, full_data.split, len(full_data))
 
 
 def draw_labelled(data: ImageData, per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_infogan.augment import random_affine, random_translate
+from torch_infogan.config import TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
+from torch_infogan.labelled import LabelledSet
 from torch_infogan.regularizer import InfoRegularizer
 
 #: The transformation that the consistency and IIC terms compare Q's categories of real images across, and
@@ -213,3 +215,26 @@ class ContrastiveTerm(Term):
             pair_a, pair_b = self.generator(latent_a), self.generator(latent_b)
         batch.shared["pairs"] = (pair_a, pair_b, shared)
         return cr.cross_entropy(pair_a.detach(), pair_b.detach(), shared)
+
+
+def build_terms(config: TrainConfig, info: InfoRegularizer, contrastive: ContrastiveRegularizer | None,
+                generator: nn.Module, labelled: LabelledSet | None = None, images: torch.Tensor | None = None
+                ) -> list[Term]:
+    """The objective's terms for ``config``, in the order they are computed. ``labelled``: the labelled training
+    images (rows of ``images``, the training images on the device) for ``LabelTerm``."""
+    terms: list[Term] = [GANTerm(), MITerm(info, config.info_weight)]
+    if config.consistency > 0:
+        terms.append(ConsistencyTerm(info, config.consistency, config.pair_shear))
+    if config.iic > 0:
+        terms.append(IICTerm(info, config.iic, config.pair_shear))
+    if config.invariance > 0:
+        terms.append(InvarianceTerm(info, config.invariance, config.pair_shear))
+    if contrastive is not None:
+        terms.append(ContrastiveTerm(contrastive, generator))
+    if labelled is not None:
+        rows, labels = (torch.from_numpy(a).to(images.device) for a in (labelled.indices, labelled.labels))
+        terms.append(LabelTerm(info, config.label_weight, images[rows], labels, labelled.code,
+                               config.batch_size // 2, config.translate))
+    if info.prior_parameters():  # the learned prior follows Q's category frequencies on real images
+        terms.append(PriorTerm(info, config.info_weight))
+    return terms
