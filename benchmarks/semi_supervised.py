@@ -85,7 +85,7 @@ def features_of(checkpoint: str, data) -> tuple[torch.Tensor, torch.Tensor]:
         path = Path(tmp) / "features.h5"
         export_features(checkpoint, data, path)
         features, _ = FeatureDataset(path).arrays()
-        code, _ = FeatureDataset(path, key="codes/cat0").arrays()
+        code, _ = FeatureDataset(path, key="codes/cat0_probs").arrays()
     return torch.from_numpy(features), torch.from_numpy(code)
 
 

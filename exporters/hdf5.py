@@ -22,7 +22,10 @@ from torch_infogan.exporters.encoder import Encoder, output_names
 from torch_infogan.exporters.onnx import export_onnx, onnx_providers, sha256
 
 FORMAT = "torch-infogan.features"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+#: Versions this module reads: 1 stored a code's first posterior part at ``codes/<key>`` (``codes/cat0``), 2 at
+#: ``codes/<key>_<part>`` (``codes/cat0_probs``), the ONNX encoder's output names; either name reads either file.
+READABLE_VERSIONS = ("1", "2")
 CHUNK_BYTES = 1 << 20
 
 
@@ -45,8 +48,8 @@ def export_features(checkpoint: str | Path | Checkpoint, data: ImageData, out: s
                     progress: Callable[[int], None] | None = None) -> FeatureReport:
     """Run the encoder over ``data`` (or over ``data[indices]``) and stream the rows into ``out``.
 
-    Layout: ``features`` [N, F]; ``codes/<key>`` (probabilities, or means) and ``codes/<key>_std`` for
-    continuous codes; ``labels`` [N] where the data has them; ``index`` [N] into the source dataset; for a
+    Layout: ``features`` [N, F]; ``codes/<key>_<part>`` for each part of each code's posterior, named as the
+    ONNX encoder's outputs (``codes/cat0_probs``; ``codes/unif1_mean``, ``codes/unif1_std``); ``labels`` [N] where the data has them; ``index`` [N] into the source dataset; for a
     semi-supervised run (``--labels``), ``labelled`` [N] (bool: the rows whose labels the run trained on; none on
     another split), its ``code`` attribute naming the code the labels trained.
     The file is written under a temporary name and renamed at the end.
@@ -170,13 +173,26 @@ def _create(h5, names, outputs, rows, dtype, data: ImageData, ckpt: Checkpoint) 
 
 
 def _dataset_paths(info) -> list[str]:
-    """Where each encoder output goes, in ``output_names`` order: ``features``, then per code its first
-    posterior part at ``codes/<key>`` (``cat0``: probabilities; ``unif1``: means) and the others at
-    ``codes/<key>_<part>`` (``unif1_std``)."""
-    paths = ["features"]
-    for key, code in zip(info.keys, info.codes):
-        paths += [f"codes/{key}" if i == 0 else f"codes/{key}_{part}" for i, part in enumerate(code.posterior_parts)]
-    return paths
+    """Where each encoder output goes: ``features``, then each of ``output_names`` under ``codes/``
+    (``codes/cat0_probs``, ``codes/unif1_mean``, ``codes/unif1_std``): one naming for ONNX and HDF5."""
+    names = output_names(info)
+    return names[:1] + [f"codes/{name}" for name in names[1:]]
+
+
+def stored_name(h5, name: str) -> str:
+    """The dataset ``name`` as this file stores it: a code's first posterior part is ``codes/<key>_<part>``
+    (format 2) or ``codes/<key>`` (format 1), and either name finds it in either file."""
+    if name in h5 or not name.startswith("codes/"):
+        return name
+    from torch_infogan.codes import code_keys, parse_codes
+
+    codes = parse_codes(str(h5.attrs.get("codes", "")))
+    for key, code in zip(code_keys(codes), codes):
+        first = f"codes/{key}_{code.posterior_parts[0]}"
+        for a, b in ((f"codes/{key}", first), (first, f"codes/{key}")):
+            if name == a and b in h5:
+                return b
+    return name
 
 
 def validate_features_file(path: str | Path) -> None:
@@ -191,7 +207,7 @@ def validate_features_file(path: str | Path) -> None:
             fmt, version = h5.attrs.get("format"), h5.attrs.get("format_version")
             if not isinstance(fmt, str) or fmt != FORMAT:
                 raise InfoGANError(f"{path} is not a torch-infogan features file (format attribute {fmt!r})")
-            if not isinstance(version, str) or version != FORMAT_VERSION:
+            if not isinstance(version, str) or version not in READABLE_VERSIONS:
                 raise InfoGANError(f"{path}: features format_version {version!r} is not supported")
             if not isinstance(h5.get("features"), h5py.Dataset) or h5["features"].ndim != 2:
                 raise InfoGANError(f"{path}: no 2-D 'features' dataset")
@@ -221,6 +237,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         self.path = str(path)
         self.key = key
         with h5py.File(self.path, "r") as h5:
+            key = self.key = stored_name(h5, key)
             if key not in h5:
                 raise InfoGANError(f"{path} has no dataset {key!r}")
             self._len = int(h5[key].shape[0])
@@ -277,9 +294,10 @@ def read_codes_and_factors(path: str | Path) -> tuple[np.ndarray, list[str], np.
         keys = code_keys(codes)
         columns = {}
         for key in keys:
-            if f"codes/{key}" not in h5:
+            name = stored_name(h5, f"codes/{key}")
+            if name not in h5:
                 raise InfoGANError(f"{path} has no dataset codes/{key}")
-            columns[key] = np.asarray(h5[f"codes/{key}"][:], dtype=np.float64)
+            columns[key] = np.asarray(h5[name][:], dtype=np.float64)
         factors = np.asarray(h5["factors"][:], dtype=np.int64)
         factor_names = [str(n) for n in h5["factors"].attrs.get("names", [f"factor{i}" for i in range(factors.shape[1])])]
     codes, names = code_columns(columns)

@@ -1,6 +1,7 @@
 """ONNX and HDF5 exporters: parity with torch, file layout, atomicity, bad inputs."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from torch_infogan.checkpoint import load_checkpoint
 from torch_infogan.data import load_data
 from torch_infogan.data import normalize
 from torch_infogan.exporters import Encoder, FeatureDataset, export_features, export_onnx
+from torch_infogan.exporters.encoder import output_names
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_hdf5_layout_and_attributes(features_file, tiny_checkpoint):
     from torch_infogan.exporters.onnx import sha256
 
     with h5py.File(features_file, "r") as h5:
-        assert h5.attrs["format"] == "torch-infogan.features" and h5.attrs["format_version"] == "1"
+        assert h5.attrs["format"] == "torch-infogan.features" and h5.attrs["format_version"] == "2"
         assert h5.attrs["codes"] == "cat:10,unif:2"
         assert h5.attrs["checkpoint_sha256"] == sha256(tiny_checkpoint)
         assert h5.attrs["dataset"] == "mnist-10k" and h5.attrs["split"] == "train"
@@ -96,8 +98,10 @@ def test_hdf5_layout_and_attributes(features_file, tiny_checkpoint):
         assert h5["features"].shape == (600, 1024) and h5["features"].maxshape == (None, 1024)
         assert h5["features"].chunks[1] == 1024 and h5["features"].compression == "gzip"  # whole rows
         assert h5["features"].chunks[0] * 1024 * 4 <= 1 << 20
-        assert h5["codes/cat0"].shape == (600, 10)
-        assert h5["codes/unif1"].shape == (600, 2) and h5["codes/unif1_std"].shape == (600, 2)
+        # one naming with the ONNX encoder's outputs
+        assert [name for name in h5["codes"]] == [f"{n}" for n in output_names(load_checkpoint(tiny_checkpoint).info)[1:]]
+        assert h5["codes/cat0_probs"].shape == (600, 10)
+        assert h5["codes/unif1_mean"].shape == (600, 2) and h5["codes/unif1_std"].shape == (600, 2)
         assert np.array_equal(h5["index"][:], np.arange(600))
         assert np.array_equal(h5["labels"][:], load_data().labels[:600].numpy())
 
@@ -108,7 +112,7 @@ def test_hdf5_rows_equal_the_torch_encoder(features_file, tiny_checkpoint, digit
         expected = Encoder(ckpt.info).eval()(normalize(digits.images[:300]))
     with h5py.File(features_file, "r") as h5:
         np.testing.assert_allclose(h5["features"][:300], expected[0].numpy(), atol=1e-5)
-        np.testing.assert_allclose(h5["codes/cat0"][:300], expected[1].numpy(), atol=1e-6)
+        np.testing.assert_allclose(h5["codes/cat0_probs"][:300], expected[1].numpy(), atol=1e-6)
 
 
 def test_onnx_engine_and_float16(tiny_checkpoint, digits, features_file, tmp_path, ort):
@@ -129,7 +133,23 @@ def test_feature_dataset_in_dataloader_workers(features_file):
     with h5py.File(features_file, "r") as h5:
         np.testing.assert_array_equal(feats.numpy(), h5["features"][:])
         np.testing.assert_array_equal(labels.numpy(), h5["labels"][:])
-    assert FeatureDataset(features_file, key="codes/cat0")[0][0].shape == (10,)
+    assert FeatureDataset(features_file, key="codes/cat0_probs")[0][0].shape == (10,)
+
+
+def test_files_of_format_1_read_by_either_name(features_file, tmp_path):
+    """Format 1 stored a code's first posterior part at codes/<key>: those files still read, by either name."""
+    old = tmp_path / "format1.h5"
+    shutil.copy(features_file, old)
+    with h5py.File(old, "r+") as h5:
+        h5.attrs["format_version"] = "1"
+        h5.move("codes/cat0_probs", "codes/cat0")
+        h5.move("codes/unif1_mean", "codes/unif1")
+    for name in ("codes/cat0", "codes/cat0_probs"):
+        for path in (old, features_file):
+            np.testing.assert_array_equal(FeatureDataset(path, key=name).arrays()[0],
+                                          FeatureDataset(features_file, key="codes/cat0_probs").arrays()[0])
+    np.testing.assert_array_equal(FeatureDataset(old, key="codes/unif1_mean").arrays()[0],
+                                  FeatureDataset(features_file, key="codes/unif1").arrays()[0])
 
 
 def test_an_export_killed_half_way_leaves_nothing_at_the_target(tiny_checkpoint, tmp_path):
