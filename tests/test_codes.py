@@ -478,3 +478,30 @@ def test_codes_hash_as_they_compare_and_say_whether_they_are_bounded():
     assert c.bounded and c.support == (-1.0, 1.0)
     gauss, cat = parse_codes("gauss:1,cat:3")
     assert not gauss.bounded and gauss.support is None and not cat.bounded
+
+
+def test_a_named_code_keeps_its_key_when_codes_are_inserted_and_round_trips_through_checkpoints(tmp_path):
+    from torch_infogan.codes import code_keys
+    from torch_infogan import InfoRegularizer
+    from torch_infogan.checkpoint import load_checkpoint, save_checkpoint
+    from torch_infogan.models import DCGAN_TAP, build_dcgan
+
+    first = parse_codes("cat:10:key=digit,unif:2:key=style")
+    inserted = parse_codes("unif:1,cat:10:key=digit,cat:3,unif:2:key=style")
+    assert code_keys(first) == ["digit", "style"]
+    assert code_keys(inserted) == ["unif0", "digit", "cat2", "style"]  # unnamed codes keep kind and position
+    assert parse_codes(format_codes(inserted)) == inserted
+    assert parse_codes("cat:10:key=digit") != parse_codes("cat:10")  # the key is part of the code
+    for bad, message in [("cat:10:key=a b", "letters, digits"), ("cat:10:key=2x", "letters, digits"),
+                         ("cat:10:key=unif1,unif:2", "same key"), ("cat:4:key=x,cat:4:key=x", "same key")]:
+        with pytest.raises(InfoGANError, match=message):
+            parse_codes(bad)
+    info = InfoRegularizer("unif:1,cat:10:key=digit:prior=learned", noise_dim=4)
+    G, D = build_dcgan(info.latent_dim)
+    info.attach(D, DCGAN_TAP, example=torch.rand(2, 1, 28, 28))
+    latent, codes = info.sample(4)
+    assert list(codes) == ["unif0", "digit"]
+    config = {"model": {"builder": "dcgan", "latent_dim": info.latent_dim, "image_shape": [1, 28, 28]},
+              "image_shape": [1, 28, 28]}
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "c.safetensors", G, D, info, config, 0))
+    assert loaded.info.keys == ["unif0", "digit"] and loaded.info.codes[1].learned

@@ -77,8 +77,10 @@ def get_code(name: str, **cfg) -> "Code":
 def parse_codes(spec: str) -> list["Code"]:
     """Parse a spec such as ``"cat:10,unif:2:weight=0.5"`` into code objects.
 
-    Each comma-separated token is ``name[:positional][:key=value]...``; the positional value is the
-    code's main size (classes for ``cat``, dimensions for the others).
+    Each comma-separated token is ``name[:positional][:option=value]...``; the positional value is the
+    code's main size (classes for ``cat``, dimensions for the others). The option ``key=NAME`` names the code
+    (``cat:10:key=digit``): its key in code dicts, checkpoints, exports and the explorer, which then stays the
+    same when codes are inserted before it (``code_keys``).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InfoGANError(f"empty code spec; write tokens like 'cat:10,unif:2' (registered codes: {', '.join(list_codes())})")
@@ -93,7 +95,14 @@ def parse_codes(spec: str) -> list["Code"]:
             )
         cls = _REGISTRY[name]
         kwargs: dict[str, object] = {}
+        own_key = None
         for i, part in enumerate(parts[1:]):
+            if part.startswith("key="):
+                own_key = part[4:]
+                if not own_key.isidentifier():
+                    raise InfoGANError(f"bad code spec token {token!r}: a key is a name of letters, digits and "
+                                       f"underscores, not starting with a digit; got {own_key!r}")
+                continue
             if "=" in part:
                 key, _, raw = part.partition("=")
             elif i == 0:
@@ -101,14 +110,21 @@ def parse_codes(spec: str) -> list["Code"]:
             else:
                 raise InfoGANError(f"bad code spec token {token!r}: expected key=value, got {part!r}")
             kwargs[key] = _convert(cls, key, raw, token)
-        codes.append(get_code(name, **kwargs))
+        code = get_code(name, **kwargs)
+        code.key = own_key
+        codes.append(code)
+    code_keys(codes)  # refuses two codes of one key
     return codes
 
 
 def code_keys(codes: list["Code"]) -> list[str]:
-    """The key of each code, in spec order: its name and its position (``cat0``, ``unif1``). Latents' code
-    dicts, checkpoints, ONNX outputs, HDF5 datasets and the explorer page all name codes by these keys."""
-    return [f"{code.name}{i}" for i, code in enumerate(codes)]
+    """The key of each code, in spec order: the one its spec gives (``key=digit``), else its kind and position
+    (``cat0``, ``unif1``; these change when a code is inserted before it). Latents' code dicts, checkpoints, ONNX
+    outputs, HDF5 datasets and the explorer page all name codes by these keys."""
+    keys = [code.key or f"{code.name}{i}" for i, code in enumerate(codes)]
+    if len(set(keys)) != len(keys):
+        raise InfoGANError(f"two codes have the same key among {', '.join(keys)}: give them different key= names")
+    return keys
 
 
 def format_codes(codes: list["Code"]) -> str:
@@ -165,6 +181,9 @@ class Code:
         """Whether the code's values lie in the interval ``support``."""
         return self.support is not None
 
+    #: The name the spec gives this code (``cat:10:key=digit``), or None for its kind and position (``code_keys``).
+    key: str | None = None
+
     def __init__(self, weight: float = 1.0):
         if not weight >= 0:
             raise InfoGANError(f"code weight must be >= 0, got {weight}")
@@ -185,13 +204,15 @@ class Code:
             if key == self.positional or value == params[key].default:
                 continue
             parts.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+        if self.key:
+            parts.append(f"key={self.key}")
         return ":".join(parts)
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.config() == other.config()
+        return type(self) is type(other) and self.config() == other.config() and self.key == other.key
 
-    def __hash__(self) -> int:  # equal codes (same class and configuration) hash alike
-        return hash((type(self), tuple(sorted((k, repr(v)) for k, v in self.config().items()))))
+    def __hash__(self) -> int:  # equal codes (same class, configuration and key) hash alike
+        return hash((type(self), self.key, tuple(sorted((k, repr(v)) for k, v in self.config().items()))))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec()!r})"
