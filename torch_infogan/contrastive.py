@@ -101,8 +101,6 @@ class ContrastiveRegularizer:
         register it in ``discriminator``. Returns ``self``."""
         if self.discriminator is not None:
             raise InfoGANError("this ContrastiveRegularizer is already attached; call remove() first")
-        if hasattr(discriminator, self.head_name):
-            raise InfoGANError(f"the discriminator already has an attribute {self.head_name!r}")
         if image_shape is None:
             if example is None:
                 raise InfoGANError("attach() needs `image_shape` (C, H, W) or `example` (a batch of images)")
@@ -112,9 +110,6 @@ class ContrastiveRegularizer:
             raise InfoGANError(f"image_shape must be (C, H, W), got {image_shape}")
         self.image_shape = image_shape
         self.classifier = PairClassifier(image_shape, len(self.info.codes), self.hidden)
-        param = next(discriminator.parameters(), None)
-        if param is not None:
-            self.classifier.to(param.device)
         add_head(discriminator, self.head_name, self.classifier)
         self.discriminator = discriminator
         return self

@@ -55,9 +55,16 @@ def _with_heads_instance(base: type) -> nn.Module:
 
 
 def add_head(discriminator: nn.Module, name: str, head: nn.Module) -> None:
-    """Register ``head`` as the submodule ``name`` of ``discriminator``, so its optimizer, ``state_dict()`` and
-    ``.to()`` cover it; a bare ``nn.Sequential`` keeps its forward: as ``torch.nn.utils.parametrize`` does, the
-    instance gets a subclass of its class (``SequentialWithInfoHeads``) whose iteration skips the head."""
+    """Register ``head`` as the submodule ``name`` of ``discriminator`` (moved to the device of its parameters),
+    so its optimizer, ``state_dict()`` and ``.to()`` cover it; a bare ``nn.Sequential`` keeps its forward: as
+    ``torch.nn.utils.parametrize`` does, the instance gets a subclass of its class (``SequentialWithInfoHeads``)
+    whose iteration skips the head. A discriminator that already has an attribute ``name`` is refused."""
+    if hasattr(discriminator, name):
+        raise InfoGANError(f"the discriminator already has an attribute {name!r} (attached to another "
+                           "regularizer?)")
+    param = next(discriminator.parameters(), None)
+    if param is not None:
+        head.to(param.device)
     if isinstance(discriminator, nn.Sequential):
         if not isinstance(discriminator, _SkipsHeads):
             discriminator.__class__ = _with_heads_class(type(discriminator))

@@ -74,21 +74,15 @@ class InfoRegularizer(LatentSpace):
         register Q in it as ``discriminator.<head_name>`` (``heads.add_head``). Returns ``self``."""
         if self.discriminator is not None:
             raise InfoGANError("this InfoRegularizer is already attached; call remove() first")
-        if hasattr(discriminator, self.head_name):
-            raise InfoGANError(f"the discriminator already has an attribute {self.head_name!r} "
-                               "(attached to another InfoRegularizer?)")
         module, name = find_layer(discriminator, layer)
         if in_features is None:
             if example is None:
                 raise InfoGANError("attach() needs `example` (a batch of >= 2 real images) or `in_features`")
             in_features = probe_width(discriminator, module, name, example)
         self.q = QHead(in_features, self.param_dim, self.q_hidden, self.q_batchnorm, self.q_negative_slope)
-        param = next(discriminator.parameters(), None)
-        if param is not None:
-            self.q.to(param.device)
-            for logits in self.prior_parameters():  # in place, so an optimizer made later holds the same tensor
-                logits.data = logits.data.to(param.device)
         add_head(discriminator, self.head_name, self.q)
+        for logits in self.prior_parameters():  # in place, so an optimizer made later holds the same tensor
+            logits.data = logits.data.to(self._device())
         self.discriminator, self.layer_name = discriminator, name
         self._hooks = ForwardHooks(self, discriminator, module)
         return self
