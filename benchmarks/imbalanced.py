@@ -51,7 +51,7 @@ def run(preset: str, data: str, subset: int, ratio: float, prior: str, seed: int
     for _ in range(trainer.iterations):
         trainer.step()
     seconds = time.perf_counter() - start
-    result = evaluate(trainer.generator, trainer.info, trainer.full_data)
+    result = evaluate(trainer.generator, trainer.info, trainer.full_data, trained_labels=trainer.labelled)
     key = next(iter(result["codes"]))
     scores = result["codes"][key]
     code = trainer.info.codes[trainer.info.keys.index(key)]

@@ -37,13 +37,13 @@ def run(preset: str, seed: int, device: str, eval_every: int, overrides: dict, s
     for step in range(1, trainer.iterations + 1):
         trainer.step()
         if eval_every and (step % eval_every == 0) and step != trainer.iterations:
-            scores = evaluate(trainer.generator, trainer.info, trainer.data)["codes"]["cat0"]
+            scores = evaluate(trainer.generator, trainer.info, trainer.data, trained_labels=trainer.labelled)["codes"]["cat0"]
             curve.append(curve_point(step, scores))
             trainer.generator.train(); trainer.discriminator.train()
     seconds = time.perf_counter() - start
     if save:
         trainer.save(Path(save) / f"seed{seed}.safetensors")
-    result = evaluate(trainer.generator, trainer.info, trainer.data)
+    result = evaluate(trainer.generator, trainer.info, trainer.data, trained_labels=trainer.labelled)
     scores = result["codes"]["cat0"]
     curve.append(curve_point(trainer.iterations, scores))
     return {"seed": seed, "accuracy": scores["accuracy"], "nmi": scores["nmi"], "ari": scores["ari"],
