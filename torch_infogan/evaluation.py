@@ -230,8 +230,10 @@ def format_table(result: dict) -> str:
     if trained is not None:
         plain = result["codes"].get(trained["code"], {}).get("plain_accuracy")
         lines.append("")
-        lines.append(f"{trained['code']} was trained on {trained['images']:,} labelled images "
-                     f"({result.get('excluded', 0):,} of them in this data, left out of every score)"
+        excluded = result.get("excluded", 0)
+        where = f"{excluded:,} of them in this data, left out of every score" if excluded else \
+            "none of them in this data"
+        lines.append(f"{trained['code']} was trained on {trained['images']:,} labelled images ({where})"
                      + ("" if plain is None else f": plain accuracy {plain:.4f} (category k as label k, no matching)"))
     for key, probs in result.get("priors", {}).items():
         lines.append("")
