@@ -581,3 +581,15 @@ def test_label_loss_refuses_what_it_cannot_use():
     info_u, _, _ = _setup("unif:2")
     with pytest.raises(InfoGANError, match="needs a categorical code"):
         info_u.label_loss(images, torch.zeros(4, dtype=torch.long))
+
+
+def test_draw_is_pure_and_draw_tracked_alias_sample_opens_the_record_loss_reads():
+    info, G, D = _setup()
+    assert InfoRegularizer.sample is InfoRegularizer.draw_tracked
+    latent, codes = info.draw(4)
+    D(G(latent))
+    with pytest.raises(InfoGANError):
+        info.loss(codes)  # draw() opened no record
+    latent, codes = info.draw_tracked(4)
+    D(G(latent))
+    assert torch.isfinite(info.loss(codes))

@@ -117,11 +117,12 @@ class InfoRegularizer(LatentSpace):
     def _device(self) -> torch.device:
         return next(self.q.parameters()).device if self.q is not None else torch.device("cpu")
 
-    def sample(self, n: int, generator: torch.Generator | None = None, device=None
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Draw ``n`` latents ``[n, noise_dim + code inputs]`` for G and the codes in them (a dict, spec order),
-        for the training step: ``loss(codes)`` then finds D's forward on the images generated from this latent,
-        which requires grad to be recognised (no parameter is added to any optimizer). ``draw`` is the pure one."""
+    def draw_tracked(self, n: int, generator: torch.Generator | None = None, device=None
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``draw`` for the training step, with the record ``loss(codes)`` reads: ``n`` latents ``[n, noise_dim +
+        code inputs]`` for G and the codes in them (a dict, spec order); ``loss`` then finds D's forward on the
+        images generated from this latent, which requires grad to be recognised (no parameter is added to any
+        optimizer). ``sample`` is its name in the two-line recipe; ``draw`` is the pure one."""
         latent, codes = self.draw_relaxed(n, generator, device)
         if latent.requires_grad:  # computed from the logits: a leaf added to it lets derived forwards be told
             leaf = torch.zeros((), device=latent.device, requires_grad=True)
@@ -130,6 +131,8 @@ class InfoRegularizer(LatentSpace):
             leaf = latent.requires_grad_(True)
         self._tracker.open(latent, codes, leaf, watch=self.discriminator is not None)
         return latent, codes
+
+    sample = draw_tracked  # the two-line recipe's name: ``latent, codes = info.sample(batch_size)``
 
     def loss(self, codes: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted negative MI lower bound ``sum_i weight_i * (E[-log Q(c_i|x)] - H(c_i))`` (float32 scalar)."""
