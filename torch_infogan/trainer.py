@@ -18,10 +18,10 @@ from torch_infogan.config import TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.data import ImageData, load_data, normalize
 from torch_infogan.errors import InfoGANError
-from torch_infogan.models import TAP_LAYERS, build_models
-from torch_infogan.loop import FitResult, TrainingStopped, fit  # noqa: F401  (TrainingStopped: read from here)
 from torch_infogan.guard import StepGuard
 from torch_infogan.labelled import choose_labelled
+from torch_infogan.loop import FitResult, TrainingStopped, fit  # noqa: F401  (TrainingStopped: read from here)
+from torch_infogan.models import TAP_LAYERS, build_models
 from torch_infogan.objective import D, G, StepBatch, build_terms
 from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.runtime import Runtime
