@@ -11,6 +11,7 @@ from torch import nn
 from torch_infogan.augment import random_affine, random_translate
 from torch_infogan.config import TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
+from torch_infogan.data import normalize
 from torch_infogan.labelled import LabelledSet
 from torch_infogan.regularizer import InfoRegularizer
 
@@ -190,7 +191,7 @@ class LabelTerm(Term):
     def loss(self, player, batch):
         rows = torch.randperm(len(self.images), generator=batch.generator_rng, device=self.images.device)
         rows = rows[:self.batch_size]
-        images = random_translate(self.images[rows].float().div_(255.0), self.translate, batch.generator_rng)
+        images = random_translate(normalize(self.images[rows], "unit"), self.translate, batch.generator_rng)
         return self.info.label_loss(images, self.labels[rows], self.code)
 
 
