@@ -104,7 +104,6 @@ def test_dci_duplicated_five_factors(grid10):
     assert scores["completeness"] == pytest.approx(ONE_CODE_TWO_FACTORS, abs=0.05)
 
 
-@pytest.mark.slow
 def test_dci_duplicated(grid10):
     reps = representations(grid10)
     scores = dci(reps["duplicated"][:1000], grid10[:1000], reps["duplicated"][1000:2000], grid10[1000:2000])
@@ -115,13 +114,38 @@ def test_dci_duplicated(grid10):
     assert scores["completeness"] == pytest.approx(1 - math.log(2) / math.log(20), abs=0.03)
 
 
-@pytest.mark.slow
 def test_dci_permuted_codes_score_low(grid10):
     # disentanglement_lib's "bad" DCI representation: each point's code is a random permutation of its factors.
     rng = np.random.default_rng(1)
     codes = rng.permuted(grid10.astype(np.float64), axis=1)
     scores = dci(codes[:1000], grid10[:1000], codes[1000:2000], grid10[1000:2000])
     assert scores["disentanglement"] <= 0.2 and scores["completeness"] <= 0.2
+
+
+def test_dci_identical_columns_share_their_importance(grid10):
+    factors = grid10[:1000, :3]
+    codes = factors[:, [0, 1, 0, 2, 0]].astype(np.float64)  # factor 0 in three identical columns
+    importance = np.array(dci(codes[:600], factors[:600], codes[600:], factors[600:])["importance"])
+    assert importance[0, 0] == importance[2, 0] == importance[4, 0] == pytest.approx(1 / 3, abs=1e-6)
+    assert importance[1, 1] == pytest.approx(1.0, abs=1e-6) and importance[3, 2] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_dci_agrees_with_the_exact_trees(grid10):
+    """LightGBM's trees give scikit-learn's exact DCI within 0.02 on disentanglement_lib's fixtures (5 factors:
+    identity, duplicated, permuted) and within 0.03 on a noisy linear mix of the factors (0.021 measured)."""
+    factors = grid10[:, :5].astype(np.float64)
+    rng = np.random.default_rng(3)
+    mixed = factors @ (np.eye(5) + 0.3 * rng.random((5, 5))) + rng.normal(0, 1.0, factors.shape)
+    cases = [(factors, 0.02), (np.hstack([factors, factors]), 0.02),
+             (np.random.default_rng(1).permuted(factors, axis=1), 0.02), (mixed, 0.03)]
+    for codes, tolerance in cases:
+        split = (codes[:1000], grid10[:1000, :5], codes[1000:2000], grid10[1000:2000, :5])
+        fast, exact = dci(*split), dci(*split, exact=True)
+        assert (fast["method"], exact["method"]) == ("lightgbm", "exact")
+        assert fast["disentanglement"] == pytest.approx(exact["disentanglement"], abs=tolerance)
+        assert fast["completeness"] == pytest.approx(exact["completeness"], abs=tolerance)
+        assert fast["informativeness_test"] == pytest.approx(exact["informativeness_test"], abs=0.03)
 
 
 # ------------------------------------------------------------------------------------ importance arithmetic
@@ -247,6 +271,15 @@ def test_disentanglement_scores_all_metrics(small):
     assert format_scores({"dataset": "shapes", "n": 600, **scores}) == table  # extra keys are skipped
     with pytest.raises(InfoGANError):
         format_scores({"dataset": "shapes"})
+
+
+def test_dci_exact_is_asked_for_by_name(small):
+    codes, factors = small
+    scores = disentanglement_scores(codes[:, :2], factors[:, :2], metrics=("dci", "dci_exact"), num_train=300,
+                                    num_test=200)
+    assert scores["dci"]["method"] == "lightgbm" and scores["dci_exact"]["method"] == "exact"
+    assert "dci_exact" not in METRICS
+    assert "dci exact" in format_scores(scores)
 
 
 def test_disentanglement_scores_subset_matches_direct_calls(small):
