@@ -2,7 +2,7 @@
 features and code probed on the same label draws; accuracy on the images whose labels were not used.
 
     python benchmarks/semi_supervised.py --unsupervised runs/mnist/checkpoint.safetensors \\
-        --per-class 1 10 100 --draws 5 --seeds 0 1 [--iterations 3000] [--jobs 2 --threads 1] [--save DIR]
+        --per-class 1 10 100 --draws 5 [--first-draw 0] --seeds 0 1 [--iterations 3000] [--jobs 2 --threads 1] [--save DIR]
 
 For each number of labels per class, label draw and training seed, a run of the default trains with those
 labels (``infogan train --labels N --labels-seed DRAW --seed SEED``). Each draw is the one training uses
@@ -113,7 +113,8 @@ def main() -> None:
     parser.add_argument("--unsupervised", help="an unsupervised run's checkpoint to probe on the same draws")
     parser.add_argument("--data", default="mnist-10k")
     parser.add_argument("--per-class", type=int, nargs="+", default=[1, 10, 100])
-    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--draws", type=int, default=5, help="label draws per count of labels")
+    parser.add_argument("--first-draw", type=int, default=0, help="the draws are FIRST_DRAW ... FIRST_DRAW + DRAWS - 1")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
@@ -139,7 +140,7 @@ def main() -> None:
                 rows.append({"per_class": per_class, "draw": draw, "seed": seed, "checkpoint": str(path)})
     else:
         Path(args.save).mkdir(parents=True, exist_ok=True)
-        jobs = [(n, draw, seed) for n in args.per_class for draw in range(args.draws) for seed in args.seeds]
+        jobs = [(n, draw, seed) for n in args.per_class for draw in range(args.first_draw, args.first_draw + args.draws) for seed in args.seeds]
         print(f"training {len(jobs)} runs of the default with labels, overrides "
               f"{({k: v for k, v in overrides.items() if v is not None})}", flush=True)
         context = multiprocessing.get_context("spawn")
