@@ -15,7 +15,7 @@ from torch_infogan.config import preset_config
 from torch_infogan.trainer import TrainingStopped
 from torch_infogan.training import train
 
-ARGS = ["--batch-size", "32", "--iterations", "60", "--checkpoint-every", "10", "--log-every", "5", "--quiet"]
+ARGS = ["--batch-size", "32", "--iterations", "40", "--checkpoint-every", "10", "--log-every", "5", "--quiet"]
 
 
 def _train(out, data):
@@ -45,17 +45,17 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, digits_512):
     subprocess.run(_train(whole, digits_512), check=True, capture_output=True)
 
     proc = subprocess.Popen(_train(crashed, digits_512), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_checkpoint(proc, crashed / "checkpoint.safetensors", 20)
+    _wait_for_checkpoint(proc, crashed / "checkpoint.safetensors", 10)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = int(read_metadata(crashed / "checkpoint.safetensors")["step"])
-    assert 20 <= killed_at < 60
+    assert 10 <= killed_at < 40
 
     resumed = subprocess.run([sys.executable, "-m", "torch_infogan.cli", "train", "--resume", str(crashed), "--quiet"],
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert int(read_metadata(crashed / "checkpoint.safetensors")["step"]) == 60
-    assert _steps(crashed) == list(range(5, 61, 5)) == _steps(whole)  # continues, no restart from 0
+    assert int(read_metadata(crashed / "checkpoint.safetensors")["step"]) == 40
+    assert _steps(crashed) == list(range(5, 41, 5)) == _steps(whole)  # continues, no restart from 0
 
     a, b = load_file(str(whole / "checkpoint.safetensors")), load_file(str(crashed / "checkpoint.safetensors"))
     assert a.keys() == b.keys()
@@ -77,7 +77,7 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, digits_512, sig, status):
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
     assert f"infogan train --resume {out}" in stderr  # the hint names the option as the CLI takes it
     step = int(read_metadata(out / "checkpoint.safetensors")["step"])
-    assert 10 <= step < 60
+    assert 10 <= step < 40
     assert _steps(out)[-1] <= step + 5
 
 
