@@ -172,12 +172,13 @@ def _fit_factor(codes_train, labels_train, codes_test, labels_test, seed, exact)
     else:
         import lightgbm
 
-        # scikit-learn's defaults (100 stages, learning rate 0.1, depth 3, leaves of one point, no L2), with as
-        # many bins as points so that every threshold the exact trees can pick is open to these too.
+        # scikit-learn's defaults (100 stages, learning rate 0.1, depth 3, leaves of one point, no L2), with a bin
+        # per point up to 10,000 points, so that every threshold the exact trees can pick is open to these too
+        # (with 255 bins the trees fit the training points visibly worse: docs/benchmarks.md).
         model = lightgbm.LGBMClassifier(
             n_estimators=100, learning_rate=0.1, max_depth=3, num_leaves=8, min_child_samples=1,
-            min_child_weight=1e-3, reg_lambda=0.0, max_bin=len(codes_train), min_data_in_bin=1,
-            importance_type="gain", random_state=0 if seed is None else seed, n_jobs=1, verbose=-1)
+            min_child_weight=1e-3, reg_lambda=0.0, max_bin=min(len(codes_train), 10000), min_data_in_bin=1,
+            importance_type="gain", n_jobs=1, verbose=-1)
         model.fit(codes_train, labels_train)
         importance = model.feature_importances_ / max(model.feature_importances_.sum(), 1e-300)
     return (np.abs(importance), model.score(codes_train, labels_train), model.score(codes_test, labels_test))
@@ -194,13 +195,13 @@ def dci(codes_train, factors_train, codes_test, factors_test, seed: int | None =
     ``exact=True`` is disentanglement_lib's computation: scikit-learn's ``GradientBoostingClassifier`` with its
     defaults and its impurity importances (minutes for 10,000 points when factors have dozens of values). The
     default fits the same trees' settings with LightGBM (histograms with as many bins as points, split-gain
-    importances): seconds instead of minutes, within 0.02 of the exact scores on disentanglement_lib's fixtures
-    and on trained models (docs/benchmarks.md). Code columns that are identical on the training points cannot
+    importances): seconds instead of minutes, within 0.001 of the exact scores on disentanglement_lib's
+    fixtures and within about 0.02 on trained models (docs/benchmarks.md). Code columns that are identical on the training points cannot
     be told apart by any tree: one of them is fitted and they share its importance equally, which is what the
     exact method's random tie-break gives on average.
 
-    ``seed`` fixes the trees' ``random_state`` (it only breaks ties; disentanglement_lib leaves it unset);
-    ``None`` leaves it unset for the exact method. ``n_jobs`` fits that many factors at once in worker processes
+    ``seed`` fixes the exact trees' ``random_state`` (it only breaks ties; disentanglement_lib leaves it unset);
+    ``None`` leaves it unset. LightGBM's trees, on one thread without sampling, are deterministic. ``n_jobs`` fits that many factors at once in worker processes
     (joblib; -1 for all cores), with the same result; ``progress`` then gets one message, otherwise one per
     factor. Returns ``disentanglement``, ``completeness``, ``informativeness_train``, ``informativeness_test``,
     ``importance`` (``[K][F]``) and ``method`` (``"exact"`` or ``"lightgbm"``).
