@@ -116,7 +116,7 @@ def train(
             cr = f" CR {record['loss_cr']:.2f}" if "loss_cr" in record else ""
             bar.set_postfix_str(f"GAN D {record['loss_d']:.2f} G {record['loss_g']:.2f}{cr} | MI "
                                 + " ".join(f"{k} {v:.2f}" for k, v in record["mi_fitted"].items()))
-            if step == total:  # the report can take minutes (DCI on data with factor labels): say so
+            if step == total:  # the report can take a while (pictures, evaluation, DCI on data with factor labels): say so
                 bar.close()
                 bar = None
                 typer.echo("writing pictures, evaluation and report.md ...", err=True)
