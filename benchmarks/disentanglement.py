@@ -58,7 +58,7 @@ def run(model: str, seed: int, iterations: int, cr_start: int | None, eval_every
     for step in range(1, trainer.iterations + 1):
         trainer.step()
         if eval_every and step % eval_every == 0 and step != trainer.iterations:
-            s = _scores(trainer, seed, ("mig", "factorvae"))  # DCI takes minutes: the curve leaves it out
+            s = _scores(trainer, seed, ("mig", "factorvae"))  # the curve leaves out DCI, the slowest metric
             curve.append((step, round(s["mig"]["mig"], 3), round(s["factorvae"]["eval_accuracy"], 3)))
     seconds = time.perf_counter() - start
     result = _scores(trainer, seed)
