@@ -51,7 +51,7 @@ def test_foreign_gan_learns_the_categorical_code(mnist_10k):
     opt_d = torch.optim.Adam(critic.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(gen.parameters(), lr=1e-3, betas=(0.5, 0.999))
     batch, bounds, start = 64, [], time.time()
-    for step in range(200):
+    for step in range(120):  # the bound passes 2.0 by step 80 (2.09 over steps 31-80, 2.14 over 71-120)
         real = images[torch.randint(0, len(images), (batch,))]
         latent, codes = info.sample(batch)
         fake = gen(latent)
