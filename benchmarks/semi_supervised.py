@@ -140,7 +140,8 @@ def main() -> None:
                 rows.append({"per_class": per_class, "draw": draw, "seed": seed, "checkpoint": str(path)})
     else:
         Path(args.save).mkdir(parents=True, exist_ok=True)
-        jobs = [(n, draw, seed) for n in args.per_class for draw in range(args.first_draw, args.first_draw + args.draws) for seed in args.seeds]
+        draws = range(args.first_draw, args.first_draw + args.draws)
+        jobs = [(n, draw, seed) for n in args.per_class for draw in draws for seed in args.seeds]
         print(f"training {len(jobs)} runs of the default with labels, overrides "
               f"{({k: v for k, v in overrides.items() if v is not None})}", flush=True)
         context = multiprocessing.get_context("spawn")

@@ -18,6 +18,7 @@ from torch_infogan.errors import InfoGANError
 METRICS = ("mig", "dci", "sap", "factorvae")
 # Asked for by name only, not part of METRICS ("all"): DCI with scikit-learn's exact trees (minutes, not seconds).
 EXTRA_METRICS = ("dci_exact",)
+KNOWN_METRICS = METRICS + EXTRA_METRICS
 
 _MAIN_SCORE = {"mig": "mig", "dci": "disentanglement", "dci_exact": "disentanglement", "sap": "sap",
                "factorvae": "eval_accuracy"}
@@ -196,15 +197,16 @@ def dci(codes_train, factors_train, codes_test, factors_test, seed: int | None =
     defaults and its impurity importances (minutes for 10,000 points when factors have dozens of values). The
     default fits the same trees' settings with LightGBM (histograms with as many bins as points, split-gain
     importances): seconds instead of minutes, within 0.001 of the exact scores on disentanglement_lib's
-    fixtures and within about 0.02 on trained models (docs/benchmarks.md). Code columns that are identical on the training points cannot
-    be told apart by any tree: one of them is fitted and they share its importance equally, which is what the
-    exact method's random tie-break gives on average.
+    fixtures and within about 0.02 on trained models (docs/benchmarks.md). Code columns that are identical on
+    the training points cannot be told apart by any tree: one of them is fitted and they share its importance
+    equally, which is what the exact method's random tie-break gives on average.
 
     ``seed`` fixes the exact trees' ``random_state`` (it only breaks ties; disentanglement_lib leaves it unset);
-    ``None`` leaves it unset. LightGBM's trees, on one thread without sampling, are deterministic. ``n_jobs`` fits that many factors at once in worker processes
-    (joblib; -1 for all cores), with the same result; ``progress`` then gets one message, otherwise one per
-    factor. Returns ``disentanglement``, ``completeness``, ``informativeness_train``, ``informativeness_test``,
-    ``importance`` (``[K][F]``) and ``method`` (``"exact"`` or ``"lightgbm"``).
+    ``None`` leaves it unset. LightGBM's trees, on one thread without sampling, are deterministic. ``n_jobs``
+    fits that many factors at once in worker processes (joblib; -1 for all cores), with the same result;
+    ``progress`` then gets one message, otherwise one per factor. Returns ``disentanglement``,
+    ``completeness``, ``informativeness_train``, ``informativeness_test``, ``importance`` (``[K][F]``) and
+    ``method`` (``"exact"`` or ``"lightgbm"``).
     """
     codes_train, factors_train, codes_test, factors_test = _check_split(codes_train, factors_train, codes_test,
                                                                         factors_test)
@@ -385,12 +387,12 @@ def disentanglement_scores(codes, factors, metrics: Sequence[str] = METRICS, num
     """
     if isinstance(metrics, str):
         metrics = (metrics,)
-    unknown = [name for name in metrics if name not in METRICS + EXTRA_METRICS]
+    unknown = [name for name in metrics if name not in KNOWN_METRICS]
     if unknown:
         raise InfoGANError(f"unknown metric(s) {', '.join(map(str, unknown))}; choose from "
-                           f"{', '.join(METRICS + EXTRA_METRICS)}")
+                           f"{', '.join(KNOWN_METRICS)}")
     if not metrics:
-        raise InfoGANError(f"no metric requested; choose from {', '.join(METRICS + EXTRA_METRICS)}")
+        raise InfoGANError(f"no metric requested; choose from {', '.join(KNOWN_METRICS)}")
     num_train, num_test = int(num_train), int(num_test)
     if num_train < 2 or num_test < 1:
         raise InfoGANError(f"num_train must be at least 2 and num_test at least 1, got {num_train} and {num_test}")
@@ -424,7 +426,7 @@ def format_scores(scores: dict) -> str:
     Keys of ``scores`` that are not metric names (for example a dataset name added by a caller) are skipped.
     """
     rows = [("metric", "score", "details")]
-    for name in (name for name in METRICS + EXTRA_METRICS if name in scores):
+    for name in (name for name in KNOWN_METRICS if name in scores):
         result = scores[name]
         if name == "mig":
             details = "per factor " + " ".join(f"{value:.3f}" for value in result["mig_per_factor"])
@@ -437,6 +439,6 @@ def format_scores(scores: dict) -> str:
             details = f"train accuracy {result['train_accuracy']:.3f}, active dims {result['num_active_dims']}"
         rows.append((_LABEL[name], f"{result[_MAIN_SCORE[name]]:.3f}", details))
     if len(rows) == 1:
-        raise InfoGANError(f"no metric results to format; expected keys among {', '.join(METRICS + EXTRA_METRICS)}")
+        raise InfoGANError(f"no metric results to format; expected keys among {', '.join(KNOWN_METRICS)}")
     width = [max(len(row[i]) for row in rows) for i in range(2)]
     return "\n".join(f"{row[0]:<{width[0]}}  {row[1]:>{width[1]}}  {row[2]}" for row in rows)
