@@ -116,3 +116,25 @@ def test_affine_shears_each_image_by_its_own_slant_within_the_limit():
     assert torch.allclose(ink, bar.sum().expand(64), rtol=0.05)  # a shear keeps the area
     assert random_affine(images, 20, 0.1, torch.Generator().manual_seed(1)).equal(
         random_affine(images, 20, 0.1, torch.Generator().manual_seed(1), max_shear=0))  # 0: no draw, no change
+
+
+def test_intensity_gives_each_image_its_own_gamma_and_darkening_within_the_limit():
+    from torch_infogan.augment import random_intensity
+
+    images = torch.rand(64, 1, 8, 8) * 0.9 + 0.05
+    images[:, :, 0, 0] = 0.0  # background stays black
+    assert random_intensity(images, 0.0) is images
+    out = random_intensity(images, 0.7, torch.Generator().manual_seed(0))
+    assert torch.all(out[:, :, 0, 0] == 0) and out.min() >= 0 and out.max() <= 1
+    # each image is factor * x ** gamma: log(out) is affine in log(x) with slope gamma, intercept log(factor)
+    logs_in, logs_out = images[:, 0, 1:, 1:].reshape(64, -1).log(), out[:, 0, 1:, 1:].reshape(64, -1).log()
+    slopes = ((logs_out[:, 1:] - logs_out[:, :1]) / (logs_in[:, 1:] - logs_in[:, :1])).median(1).values
+    intercepts = (logs_out - slopes[:, None] * logs_in).mean(1)
+    assert torch.all((slopes > 0.496) & (slopes < 2.014))  # gamma in [e^-0.7, e^0.7] = [0.497, 2.014]
+    assert torch.all((intercepts <= 1e-4) & (intercepts >= -0.7 - 1e-4))
+    assert slopes.std() > 0.2  # the gamma varies from image to image
+
+
+def test_pair_intensity_outside_0_to_2_is_refused():
+    with pytest.raises(InfoGANError, match="pair_intensity"):
+        preset_config("mnist", pair_intensity=-0.1)

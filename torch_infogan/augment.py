@@ -66,3 +66,19 @@ def random_affine(images: torch.Tensor, max_degrees: float, max_scale: float = 0
     theta = theta.to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
+
+
+def random_intensity(images: torch.Tensor, max_log: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Change each image's tones by its own random gamma in [exp(-max_log), exp(max_log)] and darken it by its own
+    factor in [exp(-max_log), 1]: ``factor * images ** gamma`` for images in [0, 1] (a black background stays
+    black). 0 returns ``images`` with no random draw.
+
+    The IIC pair's copies get it (``TrainConfig.pair_intensity``) so that no category of real images is made of
+    how bright or dark an image is: grey garments come in every shade, digits in one.
+    """
+    if max_log <= 0:
+        return images
+    shape = (images.shape[0],) + (1,) * (images.dim() - 1)
+    gamma = ((torch.rand(shape, generator=generator, device=images.device) * 2 - 1) * max_log).exp()
+    factor = (-torch.rand(shape, generator=generator, device=images.device) * max_log).exp()
+    return factor.to(images.dtype) * images.clamp(0, 1).pow(gamma.to(images.dtype))

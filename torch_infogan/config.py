@@ -56,6 +56,7 @@ class TrainConfig:
     consistency: float = 0.0
     iic: float = 1.0
     pair_shear: float = 0.4
+    pair_intensity: float = 0.0
     invariance: float = 1.0
     updates: str = "alternating"
     info_weight: float = 1.0
@@ -131,6 +132,8 @@ class TrainConfig:
             raise ConfigError("rotate", f"must be between 0 and 180 degrees, got {self.rotate}")
         if not 0 <= self.pair_shear <= 1:
             raise ConfigError("pair_shear", f"must be between 0 and 1 (a slant of up to 45 degrees), got {self.pair_shear}")
+        if not 0 <= self.pair_intensity <= 2:
+            raise ConfigError("pair_intensity", f"must be between 0 and 2 (gamma and darkening of up to e^2), got {self.pair_intensity}")
         for name in ("info_weight", "consistency", "iic", "invariance", "contrastive", "contrastive_gap"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")

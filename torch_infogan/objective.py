@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch_infogan.augment import random_affine, random_translate
+from torch_infogan.augment import random_affine, random_intensity, random_translate
 from torch_infogan.config import TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.data import normalize
@@ -46,11 +46,13 @@ class StepBatch:
     d_fake_g: torch.Tensor | None = None
     shared: dict = field(default_factory=dict)
 
-    def turned(self, pair_shear: float) -> torch.Tensor:
-        """The real batch turned, scaled and slanted, drawn once per step for the terms that compare with it."""
+    def turned(self, pair_shear: float, pair_intensity: float = 0.0) -> torch.Tensor:
+        """The real batch turned, scaled and slanted (and its tones changed, ``random_intensity``), drawn once per
+        step for the terms that compare with it."""
         if "turned" not in self.shared:
-            self.shared["turned"] = random_affine(self.clean, CONSISTENCY_DEGREES, CONSISTENCY_SCALE,
-                                                  self.generator_rng, max_shear=pair_shear)
+            turned = random_affine(self.clean, CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.generator_rng,
+                                   max_shear=pair_shear)
+            self.shared["turned"] = random_intensity(turned, pair_intensity, self.generator_rng)
         return self.shared["turned"]
 
 
@@ -125,12 +127,12 @@ class _RealPairTerm(Term):
 
     players = (D,)
 
-    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float):
+    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float, pair_intensity: float = 0.0):
         super().__init__(weight)
-        self.info, self.pair_shear = info, pair_shear
+        self.info, self.pair_shear, self.pair_intensity = info, pair_shear, pair_intensity
 
     def loss(self, player, batch):
-        return getattr(self.info, self.name)(batch.clean, batch.turned(self.pair_shear))
+        return getattr(self.info, self.name)(batch.clean, batch.turned(self.pair_shear, self.pair_intensity))
 
 
 class ConsistencyTerm(_RealPairTerm):
@@ -225,9 +227,9 @@ def build_terms(config: TrainConfig, info: InfoRegularizer, contrastive: Contras
     images (rows of ``images``, the training images on the device) for ``LabelTerm``."""
     terms: list[Term] = [GANTerm(), MITerm(info, config.info_weight)]
     if config.consistency > 0:
-        terms.append(ConsistencyTerm(info, config.consistency, config.pair_shear))
+        terms.append(ConsistencyTerm(info, config.consistency, config.pair_shear, config.pair_intensity))
     if config.iic > 0:
-        terms.append(IICTerm(info, config.iic, config.pair_shear))
+        terms.append(IICTerm(info, config.iic, config.pair_shear, config.pair_intensity))
     if config.invariance > 0:
         terms.append(InvarianceTerm(info, config.invariance, config.pair_shear))
     if contrastive is not None:
