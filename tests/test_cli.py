@@ -185,6 +185,7 @@ def _cli(*args):
     (["train", "--consistency", "-1"], "--consistency must be >= 0"),
     (["train", "--iic", "-1"], "--iic must be >= 0"),
     (["train", "--pair-shear", "1.5"], "--pair-shear must be between 0 and 1"),
+    (["train", "--pair-intensity", "3"], "--pair-intensity must be between 0 and 2"),
     (["train", "--invariance", "-1"], "--invariance must be >= 0"),
     (["train", "--codes", "unif:2", "--limit", "256"], "--iic needs a categorical code"),
     (["train", "--batch-size", "1"], "--batch-size must be >= 2"),

@@ -56,3 +56,25 @@ def test_messages_do_not_name_command_line_flags():
 
 def test_training_stopped_is_not_a_value_error():
     assert not issubclass(TrainingStopped, (ValueError, InfoGANError))
+
+
+def test_a_run_saved_before_a_field_existed_resumes_with_the_recipe_it_started_with(tiny_checkpoint, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from torch_infogan.config import ADDED_FIELDS, resume_config
+
+    with safe_open(str(tiny_checkpoint), "pt") as handle:
+        metadata = handle.metadata()
+    config = json.loads(metadata["config"])
+    assert config["train"]["pair_intensity"] == 0.7  # today's default is stored with the run
+    assert resume_config(tiny_checkpoint.parent).pair_intensity == 0.7
+    for name in ADDED_FIELDS:
+        del config["train"][name]
+    save_file(load_file(str(tiny_checkpoint)), str(tmp_path / "checkpoint.safetensors"),
+              metadata={**metadata, "config": json.dumps(config)})
+    old = resume_config(tmp_path)
+    assert {name: getattr(old, name) for name in ADDED_FIELDS} == ADDED_FIELDS
+    assert resume_config(tmp_path, pair_intensity=0.5).pair_intensity == 0.5

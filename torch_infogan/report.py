@@ -74,6 +74,8 @@ def _markdown(trainer: Trainer, fit: FitResult, evaluation: dict | None, files: 
         (config.iic, f"IIC weight {config.iic:g}"),
         (config.consistency, f"consistency weight {config.consistency:g}"),
         ((config.iic or config.consistency) and config.pair_shear, f"their copies slanted by up to {config.pair_shear:g}"),
+        ((config.iic or config.consistency) and config.pair_intensity,
+         f"their copies' tones changed by a gamma of up to e^{config.pair_intensity:g}"),
         (config.invariance, f"G's categories named on turned, scaled and slanted copies (weight {config.invariance:g})"),
         (config.contrastive, f"contrastive weight {config.contrastive:g} from iteration {config.contrastive_start}"),
     ) if on]
