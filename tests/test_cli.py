@@ -40,7 +40,7 @@ def test_train_writes_every_output(trained):
     assert set(records[-1]["mi"]) == {"cat0", "unif1"}
     assert "next: infogan evaluate" in output
     report = (out / "report.md").read_text()
-    assert "beyond the GAN and its MI term: D's images shifted by up to 2 px, IIC weight 1, their copies slanted by up to 0.4, G's categories named on turned, scaled and slanted copies (weight 1)\n" in report
+    assert "beyond the GAN and its MI term: D's images shifted by up to 2 px, IIC weight 1, their copies slanted by up to 0.4, their copies' tones changed by a gamma of up to e^0.7, G's categories named on turned, scaled and slanted copies (weight 1)\n" in report
 
 
 def test_train_progress_bar_rates_count_timed_steps_only(tmp_path):
