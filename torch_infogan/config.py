@@ -171,9 +171,8 @@ PLAIN = dict(translate=0, iic=0.0, invariance=0.0)
 PRESETS: dict[str, dict] = {
     # The default: the paper's networks, codes and optimiser, plus random shifts of up to 2 pixels of the
     # images D and Q see (mnist-10k is a fifth of the paper's data), the IIC term on the real images against
-    # turned, scaled, slanted copies with their own tones, and G's categories named on turned, scaled and
-    # slanted copies (docs/training.md); 3,000 iterations in
-    # bf16 where the hardware computes it natively, which fits the README's 10 minutes on 2 CPU cores.
+    # turned, scaled, slanted copies with tones of their own, and G's categories named on turned, scaled and
+    # slanted copies (docs/training.md); 3,000 iterations in bf16 where the hardware computes it natively.
     "mnist": {},
     # The paper's MNIST recipe (openai/InfoGAN launchers/run_mnist_exp.py), unchanged.
     "paper-mnist": dict(iterations=5000, precision="fp32", **PLAIN),

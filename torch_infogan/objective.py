@@ -17,7 +17,8 @@ from torch_infogan.regularizer import InfoRegularizer
 
 #: The transformation that the consistency and IIC terms compare Q's categories of real images across, and
 #: that the invariance term moves G's images by (``TrainConfig.consistency``, ``iic``, ``invariance``): turns
-#: of up to 20 degrees and scaling by up to 10%, then the slant of ``TrainConfig.pair_shear``.
+#: of up to 20 degrees and scaling by up to 10%, then the slant of ``TrainConfig.pair_shear`` (and, for the real
+#: images' copies only, the tone change of ``TrainConfig.pair_intensity``).
 CONSISTENCY_DEGREES = 20.0
 CONSISTENCY_SCALE = 0.1
 
@@ -46,7 +47,7 @@ class StepBatch:
     d_fake_g: torch.Tensor | None = None
     shared: dict = field(default_factory=dict)
 
-    def turned(self, pair_shear: float, pair_intensity: float = 0.0) -> torch.Tensor:
+    def turned(self, pair_shear: float, pair_intensity: float) -> torch.Tensor:
         """The real batch turned, scaled and slanted (and its tones changed, ``random_intensity``), drawn once per
         step for the terms that compare with it."""
         if "turned" not in self.shared:
@@ -127,7 +128,7 @@ class _RealPairTerm(Term):
 
     players = (D,)
 
-    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float, pair_intensity: float = 0.0):
+    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float, pair_intensity: float):
         super().__init__(weight)
         self.info, self.pair_shear, self.pair_intensity = info, pair_shear, pair_intensity
 
