@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from torch_infogan.config import preset_config
-from torch_infogan.data import normalize
 from torch_infogan.objective import D, G
 from torch_infogan.trainer import Trainer, TrainingStopped, training_data
 
@@ -104,27 +103,3 @@ def test_the_trainer_leaves_the_global_random_state_as_it_was():
     state = torch.get_rng_state()
     first.step()
     assert torch.equal(torch.get_rng_state(), state)  # the steps draw from the trainer's own generators
-
-
-@pytest.mark.parametrize("moves", [False, True])
-def test_the_labelled_batch_is_moved_and_toned_as_the_iic_copies_only_with_label_moves(moves):
-    trainer = _trainer(labels=2, translate=0, label_moves=moves, iic=0.0, invariance=0.0)
-    term = next(t for t in trainer.terms if t.name == "label")
-    seen = []
-    label_loss = trainer.info.label_loss
-
-    def recording(images, labels, code=None):
-        seen.append(images.detach().clone())
-        return label_loss(images, labels, code)
-
-    trainer.info.label_loss = recording
-    trainer.step()
-    stored = normalize(term.images, "unit").flatten(1)
-    drawn = seen[0].flatten(1)
-    assert drawn.shape[0] == 8  # half the batch of 16, from the 20 labelled images
-    # each drawn image against its nearest stored one: the same without moves, another picture with them
-    nearest = torch.cdist(drawn, stored).min(1).values
-    if moves:
-        assert (nearest > 0.5).all()
-    else:
-        torch.testing.assert_close(nearest, torch.zeros_like(nearest), atol=1e-3, rtol=0)

@@ -39,7 +39,6 @@ class TrainConfig:
     labels_seed: int = 0
     label_code: str | None = None
     label_weight: float = 1.0
-    label_moves: bool = False
     codes: str = "cat:10,unif:2"
     noise_dim: int = 62
     noise: str = "uniform"
@@ -203,7 +202,7 @@ def preset_config(name: str = "mnist", **overrides) -> TrainConfig:
 
 #: Fields added to ``TrainConfig`` after runs were saved without them, with the value that repeats such a run's
 #: recipe: a resumed run goes on as it started, whatever today's default.
-ADDED_FIELDS: dict[str, object] = {"pair_intensity": 0.0, "label_moves": False}
+ADDED_FIELDS: dict[str, object] = {"pair_intensity": 0.0}
 
 
 def resume_config(out: str | Path, **overrides) -> TrainConfig:

@@ -181,27 +181,20 @@ class InvarianceTerm(Term):
 class LabelTerm(Term):
     """A few labelled real images (``TrainConfig.labels``): Q's posterior for one categorical code against their
     labels (``InfoRegularizer.label_loss``), for D's side, on a batch of them drawn every step and shifted as D's
-    real images are (and with ``TrainConfig.label_moves`` first moved and toned as the IIC pair's copies). With it,
-    category k of that code means label k."""
+    real images are. With it, category k of that code means label k."""
 
     name, players, passes = "label", (D,), "one on the labelled batch (at most half a batch of images)"
 
     def __init__(self, info: InfoRegularizer, weight: float, images: torch.Tensor, labels: torch.Tensor, code: str,
-                 batch_size: int, translate: int, moves: tuple[float, float] | None = None):
+                 batch_size: int, translate: int):
         super().__init__(weight)
         self.info, self.images, self.labels, self.code = info, images, labels, code
-        self.batch_size, self.translate, self.moves = min(batch_size, len(images)), translate, moves
+        self.batch_size, self.translate = min(batch_size, len(images)), translate
 
     def loss(self, player, batch):
         rows = torch.randperm(len(self.images), generator=batch.generator_rng, device=self.images.device)
         rows = rows[:self.batch_size]
-        images = normalize(self.images[rows], "unit")
-        if self.moves is not None:  # turned, scaled, slanted and toned as the IIC pair's copies
-            pair_shear, pair_intensity = self.moves
-            images = random_affine(images, CONSISTENCY_DEGREES, CONSISTENCY_SCALE, batch.generator_rng,
-                                   max_shear=pair_shear)
-            images = random_intensity(images, pair_intensity, batch.generator_rng)
-        images = random_translate(images, self.translate, batch.generator_rng)
+        images = random_translate(normalize(self.images[rows], "unit"), self.translate, batch.generator_rng)
         return self.info.label_loss(images, self.labels[rows], self.code)
 
 
@@ -245,8 +238,7 @@ def build_terms(config: TrainConfig, info: InfoRegularizer, contrastive: Contras
     if labelled is not None:
         rows, labels = (torch.from_numpy(a).to(images.device) for a in (labelled.indices, labelled.labels))
         terms.append(LabelTerm(info, config.label_weight, images[rows], labels, labelled.code,
-                               config.batch_size // 2, config.translate,
-                               (config.pair_shear, config.pair_intensity) if config.label_moves else None))
+                               config.batch_size // 2, config.translate))
     if info.prior_parameters():  # the learned prior follows Q's category frequencies on real images
         terms.append(PriorTerm(info, config.info_weight))
     return terms
