@@ -593,3 +593,49 @@ def test_draw_is_pure_and_draw_tracked_alias_sample_opens_the_record_loss_reads(
     latent, codes = info.draw_tracked(4)
     D(G(latent))
     assert torch.isfinite(info.loss(codes))
+
+
+def test_the_overclustering_output_adds_its_own_iic_and_trains_only_through_iic():
+    from torch_infogan.losses import paired_information
+
+    plain, _, D_plain = _setup("cat:10,unif:2")
+    torch.manual_seed(0)
+    info, G, D = _setup("cat:10,unif:2", overcluster=30)
+    D.eval()  # fixed statistics: Q's outputs can be recomputed outside
+    assert D.info_q.over.out_features == 30 and D_plain.info_q.over is None
+    with torch.no_grad():  # confident posteriors: informations well away from zero
+        D.info_q.net[-1].weight.mul_(200)
+        D.info_q.over.weight.mul_(200)
+    real = torch.rand(8, 1, 28, 28)
+    turned = (real + 0.3 * torch.rand(8, 1, 28, 28)).clamp(0, 1)
+    value = info.iic(real, turned)
+    with torch.no_grad():
+        (a, over_a), (b, over_b) = (D.info_q(D.trunk(x), overcluster=True) for x in (real, turned))
+        main = paired_information(a[:, :10].softmax(1), b[:, :10].softmax(1))
+        over = paired_information(over_a.softmax(1), over_b.softmax(1))
+    assert float(over) > 1e-4  # the added part is not zero: the check below could fail
+    assert float(value.detach()) == pytest.approx(-float(main) - float(over), rel=1e-4)
+    value.backward()
+    assert D.info_q.over.weight.grad.abs().sum() > 0
+    D.zero_grad()
+    latent, codes = info.sample(8)
+    D(G(latent))
+    info.loss(codes).backward()  # the MI term does not read the overclustering output
+    assert D.info_q.over.weight.grad is None or float(D.info_q.over.weight.grad.abs().sum()) == 0
+    with pytest.raises(InfoGANError, match="overcluster must be >= 0"):
+        InfoRegularizer("cat:10", overcluster=-1)
+
+
+def test_an_overclustering_run_round_trips_through_its_checkpoint(tmp_path):
+    from torch_infogan.checkpoint import load_checkpoint
+    from torch_infogan.config import preset_config
+    from torch_infogan.trainer import Trainer
+
+    trainer = Trainer(preset_config("mnist", limit=64, batch_size=16, device="cpu", precision="fp32",
+                                    iterations=2, overcluster=20))
+    trainer.step()
+    trainer.save(tmp_path / "checkpoint.safetensors")
+    loaded = load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert loaded.info.overcluster == 20
+    for key, value in trainer.discriminator.state_dict().items():
+        assert torch.equal(loaded.discriminator.state_dict()[key], value), key

@@ -58,6 +58,7 @@ class TrainConfig:
     pair_shear: float = 0.4
     pair_intensity: float = 0.7
     invariance: float = 1.0
+    overcluster: int = 0
     updates: str = "alternating"
     info_weight: float = 1.0
     contrastive: float = 0.0
@@ -137,6 +138,8 @@ class TrainConfig:
         for name in ("info_weight", "consistency", "iic", "invariance", "contrastive", "contrastive_gap"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.overcluster < 0:
+            raise ConfigError("overcluster", f"must be >= 0 categories (0: no overclustering output), got {self.overcluster}")
         if self.contrastive_start < 0:
             raise ConfigError("contrastive_start", f"must be a step >= 0, got {self.contrastive_start}")
         if self.instance_noise < 0:

@@ -15,10 +15,14 @@ from torch_infogan.codes import Code, split_params
 from torch_infogan.errors import InfoGANError
 
 
-def head_outputs(codes: list[Code], q: nn.Module, features: torch.Tensor) -> list[torch.Tensor]:
-    """Q's raw outputs on the tapped ``features``, split per code: Q in float32, autocast off."""
+def head_outputs(codes: list[Code], q: nn.Module, features: torch.Tensor, overcluster: bool = False):
+    """Q's raw outputs on the tapped ``features``, split per code: Q in float32, autocast off. With
+    ``overcluster``, the pair (those outputs, the logits of Q's overclustering output)."""
     with torch.autocast(device_type=features.device.type, enabled=False):
-        return split_params(codes, q(features.float()))
+        if not overcluster:
+            return split_params(codes, q(features.float()))
+        params, over = q(features.float(), overcluster=True)
+        return split_params(codes, params), over
 
 
 def mi_bounds(codes: list[Code], parts: list[torch.Tensor], values: list[torch.Tensor]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -9,11 +10,13 @@ class QHead(nn.Module):
     """Paper-shaped Q head: ``Linear -> BatchNorm -> LeakyReLU`` (optional) then one ``Linear`` for all codes.
 
     ``hidden=0`` gives a single linear layer. The input is the tapped feature map, flattened per sample,
-    so batch size 1 keeps its batch axis (no ``squeeze``).
+    so batch size 1 keeps its batch axis (no ``squeeze``). ``overcluster > 0`` adds a second output layer beside
+    the codes' one, ``overcluster`` category logits on the same hidden layer that only the IIC term reads (IIC's
+    overclustering head, Ji et al. 2019): ``forward(features, overcluster=True)`` returns both outputs.
     """
 
     def __init__(self, in_features: int, out_features: int, hidden: int = 128, batchnorm: bool = True,
-                 negative_slope: float = 0.1):
+                 negative_slope: float = 0.1, overcluster: int = 0):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
@@ -25,6 +28,13 @@ class QHead(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, out_features))
         self.net = nn.Sequential(*layers)
+        self.over = nn.Linear(width, overcluster) if overcluster > 0 else None
 
-    def forward(self, features):
-        return self.net(features.flatten(1))
+    def forward(self, features: torch.Tensor, overcluster: bool = False):
+        hidden = self.net[:-1](features.flatten(1))
+        params = self.net[-1](hidden)
+        if not overcluster:
+            return params
+        if self.over is None:
+            raise ValueError("this Q head has no overclustering output (overcluster=0)")
+        return params, self.over(hidden)

@@ -39,8 +39,11 @@ class InfoRegularizer(LatentSpace):
 
     def __init__(self, codes: str | Sequence[Code], noise_dim: int = 62, noise: str = "uniform",
                  q_hidden: int = 128, q_batchnorm: bool = True, q_negative_slope: float = 0.1,
-                 train_trunk: bool = True, head_name: str = "info_q"):
+                 train_trunk: bool = True, head_name: str = "info_q", overcluster: int = 0):
         super().__init__(codes, noise_dim, noise)
+        if int(overcluster) < 0:
+            raise InfoGANError(f"overcluster must be >= 0 categories, got {overcluster}")
+        self.overcluster = int(overcluster)  # categories of Q's overclustering output for ``iic`` (0: none)
         self.q_hidden, self.q_batchnorm, self.q_negative_slope = int(q_hidden), bool(q_batchnorm), float(q_negative_slope)
         self.train_trunk, self.head_name = bool(train_trunk), head_name
         self.q: QHead | None = None                   # Q, once attached: the submodule discriminator.<head_name>
@@ -66,7 +69,8 @@ class InfoRegularizer(LatentSpace):
         """Settings that rebuild this regularizer (stored in checkpoints)."""
         return {"codes": self.spec, "noise_dim": self.noise_dim, "noise": self.noise, "q_hidden": self.q_hidden,
                 "q_batchnorm": self.q_batchnorm, "q_negative_slope": self.q_negative_slope,
-                "train_trunk": self.train_trunk, "head_name": self.head_name, "layer": self.layer_name}
+                "train_trunk": self.train_trunk, "head_name": self.head_name, "overcluster": self.overcluster,
+                "layer": self.layer_name}
 
     def attach(self, discriminator: nn.Module, layer: str | nn.Module, example: torch.Tensor | None = None,
                in_features: int | None = None) -> "InfoRegularizer":
@@ -79,7 +83,8 @@ class InfoRegularizer(LatentSpace):
             if example is None:
                 raise InfoGANError("attach() needs `example` (a batch of >= 2 real images) or `in_features`")
             in_features = probe_width(discriminator, module, name, example)
-        self.q = QHead(in_features, self.param_dim, self.q_hidden, self.q_batchnorm, self.q_negative_slope)
+        self.q = QHead(in_features, self.param_dim, self.q_hidden, self.q_batchnorm, self.q_negative_slope,
+                       self.overcluster)
         add_head(discriminator, self.head_name, self.q)
         for logits in self.prior_parameters():  # in place, so an optimizer made later holds the same tensor
             logits.data = logits.data.to(self._device())
@@ -182,12 +187,20 @@ class InfoRegularizer(LatentSpace):
         """For D's loss: invariant information clustering of real images (IIC, Ji et al., 2019), minus the MI
         between Q's category of each of ``images`` and of its transformed copy in ``augmented``, summed over the
         categorical codes (float32 scalar, at least minus ln k). High MI needs consistent, confident categories
-        used equally often (against a learned prior, in its proportions): ``losses.paired_information``. Both
-        forwards run inside ``untapped()``, in D's mode."""
+        used equally often (against a learned prior, in its proportions): ``losses.paired_information``. With
+        ``overcluster`` categories, the same MI of Q's overclustering output is subtracted too. Both forwards run
+        inside ``untapped()``, in D's mode."""
         categorical = self.categorical_indices("iic")
-        first, second = self._head_outputs(images), self._head_outputs(augmented)
+        if not self.overcluster:
+            first, second = self._head_outputs(images), self._head_outputs(augmented)
+        else:
+            (first, first_over), (second, second_over) = (self._head_outputs(view, overcluster=True)
+                                                          for view in (images, augmented))
         self._record_marginals(categorical, first, second)
-        return losses.iic_loss(self.codes, categorical, first, second)
+        loss = losses.iic_loss(self.codes, categorical, first, second)
+        if self.overcluster:
+            loss = loss - losses.paired_information(first_over.softmax(1), second_over.softmax(1))
+        return loss
 
     def category_loss(self, images: torch.Tensor, codes: dict[str, torch.Tensor]) -> torch.Tensor:
         """For both players' losses: the cross-entropy of the categorical codes' values in ``codes`` (from
@@ -212,12 +225,13 @@ class InfoRegularizer(LatentSpace):
         parts = self._head_outputs(images)
         return losses.category_nll(self.codes, [i], parts, {i: labels.to(parts[i].device)})
 
-    def _head_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def _head_outputs(self, images: torch.Tensor, overcluster: bool = False):
         """Q's raw outputs per code on ``images`` from a forward that ``loss()`` never takes: the trunk under the
-        caller's autocast (kept out with ``train_trunk=False``), Q in float32 (``losses.head_outputs``)."""
+        caller's autocast (kept out with ``train_trunk=False``), Q in float32 (``losses.head_outputs``); with
+        ``overcluster``, also the overclustering output's logits ``[n, overcluster]``."""
         with self.untapped():
             features = self.features(images) if self.train_trunk else trunk_free_features(self._tracker, self.discriminator, (images,), {})
-        return losses.head_outputs(self.codes, self.q, features)
+        return losses.head_outputs(self.codes, self.q, features, overcluster)
 
     def bounds(self) -> dict[str, float]:
         """Per-code MI lower bound in nats from the latest ``loss`` (spec order). Syncs with the device."""

@@ -42,7 +42,7 @@ def build_networks(config: TrainConfig, example: torch.Tensor, device: torch.dev
     float), with Q attached to D the way a user attaches it, and InfoGAN-CR's pair classifier where configured."""
     info = InfoRegularizer(config.codes, noise_dim=config.noise_dim, noise=config.noise, q_hidden=config.q_hidden,
                            q_batchnorm=config.q_batchnorm, q_negative_slope=config.negative_slope,
-                           train_trunk=config.train_trunk)
+                           train_trunk=config.train_trunk, overcluster=config.overcluster if config.iic > 0 else 0)
     shape = list(example.shape[1:])
     model_config = {"builder": config.model, "latent_dim": info.latent_dim, "image_shape": shape,
                     "negative_slope": config.negative_slope}
