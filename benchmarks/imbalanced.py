@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import multiprocessing
 import statistics
 import time
 
@@ -23,6 +22,7 @@ import torch
 
 from torch_infogan.config import PRESETS, preset_config
 from torch_infogan.evaluation import evaluate, prior_against_labels
+from torch_infogan.runtime import process_pool
 from torch_infogan.trainer import Trainer
 
 
@@ -89,7 +89,7 @@ def main() -> None:
     print(f"{'subset':>6} {'ratio':>6} {'images':>6} {'prior':>8} {'accuracy':>9} {'NMI':>7} {'TV':>6} {'seconds':>8}"
           "  merged", flush=True)
     rows = []
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with process_pool(args.jobs) as pool:
         futures = [pool.submit(run, args.preset, args.data, i, ratio, prior, args.seed, overrides, args.threads)
                    for i, ratio in subsets for prior in args.priors]
         for future in concurrent.futures.as_completed(futures):

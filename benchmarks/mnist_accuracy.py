@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import multiprocessing
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from torch_infogan.evaluation import evaluate
 from torch_infogan.config import PRESETS, preset_config
+from torch_infogan.runtime import process_pool
 from torch_infogan.trainer import Trainer
 
 
@@ -83,7 +83,7 @@ def main() -> None:
     print(f"preset {args.preset}, overrides {({k: v for k, v in overrides.items() if v is not None})}", flush=True)
     print(f"{'seed':>4} {'accuracy':>9} {'NMI':>7} {'ARI':>7} {'real MI':>8} {'agreement':>9} {'seconds':>8}  merged  "
           "curve (iteration, accuracy, real MI, agreement)", flush=True)
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with process_pool(args.jobs) as pool:
         futures = [pool.submit(_run_in_worker, args.threads, args.preset, seed, args.device, args.eval_every,
                                overrides, args.save) for seed in args.seeds]
         for future in concurrent.futures.as_completed(futures):

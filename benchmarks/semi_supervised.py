@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import multiprocessing
 import re
 import statistics
 import tempfile
@@ -38,6 +37,7 @@ from torch_infogan.data import load_data
 from torch_infogan.evaluation import evaluate
 from torch_infogan.exporters import FeatureDataset, export_features
 from torch_infogan.labelled import draw_labelled
+from torch_infogan.runtime import process_pool
 from torch_infogan.trainer import Trainer
 
 
@@ -144,8 +144,7 @@ def main() -> None:
         jobs = [(n, draw, seed) for n in args.per_class for draw in draws for seed in args.seeds]
         print(f"training {len(jobs)} runs of the default with labels, overrides "
               f"{({k: v for k, v in overrides.items() if v is not None})}", flush=True)
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        with process_pool(args.jobs) as pool:
             futures = [pool.submit(train_run, *job, overrides, args.save, args.threads) for job in jobs]
             rows = []
             for future in concurrent.futures.as_completed(futures):

@@ -1,9 +1,15 @@
-"""Where a run computes: the device, the precision, and the process group under torchrun."""
+"""Where a run computes: the device, the precision, the process group under torchrun, and the worker processes
+of the benchmarks that train several runs at once."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import ctypes
+import multiprocessing
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,3 +120,20 @@ class Runtime:
         if self.owns_group and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         self.owns_group = False
+
+
+def _end_with_parent(parent: int) -> None:
+    """In a worker process: ask Linux to send it SIGTERM when the process that started it ends (prctl's
+    PR_SET_PDEATHSIG), so that a benchmark stopped by ``kill`` or ``timeout`` leaves no training behind."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() != parent:  # the parent ended before the request was made
+            os._exit(1)
+
+
+def process_pool(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
+    """``jobs`` fresh worker processes (spawned, so each sets its own thread count) that end with the process
+    that started them, for the benchmarks that train several runs side by side."""
+    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_end_with_parent, initargs=(os.getpid(),))
