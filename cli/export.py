@@ -53,12 +53,13 @@ def hdf5_command(
 ) -> None:
     """Run the encoder over a dataset and stream features, code posteriors, labels and index to HDF5."""
     with user_errors():
-        from torch_infogan.data import load_data
+        from torch_infogan.checkpoint import read_checkpoint_config
+        from torch_infogan.evaluation import load_data_for
         from torch_infogan.exporters.hdf5 import export_features
         from torch_infogan.runtime import resolve_device
 
         dev = resolve_device(device)
-        dataset = load_data(data, data_root, split)
+        dataset = load_data_for(read_checkpoint_config(checkpoint), data, data_root, split)
         bar = progress_bar(len(dataset), quiet, "export")
         try:
             report = export_features(checkpoint, dataset, out, batch_size=batch_size, device=dev, dtype=dtype,

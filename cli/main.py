@@ -202,14 +202,12 @@ def evaluate(
                 typer.echo(format_scores(result))
             return
         from torch_infogan.checkpoint import load_checkpoint
-        from torch_infogan.data import load_data
-        from torch_infogan.evaluation import check_image_shape, evaluate as run_evaluation, format_table
+        from torch_infogan.evaluation import evaluate as run_evaluation, format_table, load_data_for
         from torch_infogan.pictures import plot_confusions, plot_priors
         from torch_infogan.runtime import resolve_device
 
         ckpt = load_checkpoint(checkpoint, resolve_device(device))
-        dataset = load_data(data, data_root, split)
-        check_image_shape(dataset, ckpt.config["image_shape"])
+        dataset = load_data_for(ckpt.config, data, data_root, split)
         result = run_evaluation(ckpt.generator, ckpt.info, dataset, ckpt.config.get("normalization", "unit"), seed=seed,
                                 trained_labels=ckpt.trained_labels)
         if out is not None:
@@ -267,17 +265,20 @@ def rank(
     among seeds without labels (docs/training.md). Accuracy is shown too where the data has labels."""
     with user_errors():
         from torch_infogan.checkpoint import load_checkpoint
-        from torch_infogan.data import load_data
         from torch_infogan.errors import InfoGANError
-        from torch_infogan.evaluation import check_image_shape, rank_runs, run_score
+        from torch_infogan.evaluation import load_data_for, rank_runs, run_score
         from torch_infogan.runtime import resolve_device
 
-        dataset = load_data(data, data_root, split)
+        datasets = {}  # by the image size and channels the runs were trained at
         bar = progress_bar(len(checkpoints), len(checkpoints) < 2, "ranking")
         rows = []
         for path in checkpoints:
             ckpt = load_checkpoint(path, resolve_device(device))
-            check_image_shape(dataset, ckpt.config["image_shape"])
+            train = ckpt.config.get("train") or {}
+            key = (train.get("image_size"), train.get("channels"), tuple(ckpt.config["image_shape"]))
+            if key not in datasets:
+                datasets[key] = load_data_for(ckpt.config, data, data_root, split)
+            dataset = datasets[key]
             try:
                 score = run_score(ckpt.info, dataset, ckpt.config.get("normalization", "unit"), code, seed)
             except InfoGANError as exc:

@@ -272,3 +272,22 @@ def test_train_on_an_unbalanced_grey_folder_says_what_it_loaded(tmp_path):
     assert config["image_shape"] == [1, 28, 28]
     bad = runner.invoke(app, ["train", "--out", str(tmp_path / "bad"), "--channels", "2"])
     assert bad.exit_code == 2 and "--channels must be 1 (grey) or 3 (colour)" in bad.output
+
+
+def test_a_run_trained_at_another_image_size_is_evaluated_ranked_and_exported_at_that_size(tmp_path):
+    from torch_infogan.cli.export import app as export_app
+
+    out = tmp_path / "run32"
+    result = runner.invoke(app, ["train", "--out", str(out), "--limit", "64", "--iterations", "2", "--batch-size",
+                                 "16", "--image-size", "32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    checkpoint = str(out / "checkpoint.safetensors")
+    assert load_checkpoint(checkpoint).config["image_shape"] == [1, 32, 32]
+    result = runner.invoke(app, ["evaluate", checkpoint, "--json"])  # mnist-10k, 28x28 on disk
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["n"] == 10000
+    result = runner.invoke(app, ["rank", checkpoint, "--json"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(export_app, ["hdf5", checkpoint, "-o", str(tmp_path / "f.h5"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "f.h5").is_file()

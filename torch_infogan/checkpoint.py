@@ -101,6 +101,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return metadata
 
 
+def read_checkpoint_config(path: str | Path) -> dict:
+    """The checkpoint's configuration (what ``Checkpoint.config`` holds), without loading tensors."""
+    try:
+        return json.loads(read_metadata(path)["config"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise InfoGANError(f"{path} holds no readable configuration ({exc!r})") from exc
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild G, D and the attached Q from one checkpoint file (no pickle, no other file).
 

@@ -259,6 +259,18 @@ def check_image_shape(data: ImageData, image_shape) -> None:
                            f"the model expects {tuple(image_shape)}")
 
 
+def load_data_for(config: dict, spec: str, root=None, split: str = "train") -> ImageData:
+    """``spec`` loaded the way the run of checkpoint configuration ``config`` loaded its training images (at the
+    ``--image-size`` and ``--channels`` it was trained with, if any), refused if the images still do not have
+    the model's shape."""
+    from torch_infogan.data import load_data
+
+    train = config.get("train") or {}
+    data = load_data(spec, root, split, image_size=train.get("image_size"), channels=train.get("channels"))
+    check_image_shape(data, config["image_shape"])
+    return data
+
+
 def representation(info: InfoRegularizer, params: torch.Tensor) -> tuple[np.ndarray, list[str]]:
     """Q's point estimate of every code from its raw outputs, side by side: ``[N, D]`` float64 and the column
     names (a continuous code's means, ``unif0``; a categorical code's probabilities, ``cat0_3``)."""
