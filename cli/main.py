@@ -49,7 +49,7 @@ def train(
     epochs: Annotated[Optional[float], typer.Option(help="Training length in epochs (overrides --iterations).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on GPUs and on CPUs with AMX, else fp32), fp32, or bf16 autocast (MI terms stay fp32).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on GPUs with bf16 and on CPUs with AMX or AVX512_BF16, else fp32), fp32, or bf16 autocast (MI terms stay fp32).")] = None,
     translate: Annotated[Optional[int], typer.Option(help="Shift the images D sees by up to N pixels (0: off; mnist preset: 2).")] = None,
     rotate: Annotated[Optional[float], typer.Option(help="Turn the images D sees by up to N degrees after the shift (default 0: off).")] = None,
     consistency: Annotated[Optional[float], typer.Option(help="Weight of the term that asks Q to name a real image's category alike before and after a small turn and scaling (default 0: off; measured, not the default).")] = None,
