@@ -189,6 +189,11 @@ def test_learned_prior_round_trips_through_checkpoint_evaluate_resume_and_export
     ckpt = load_checkpoint(learned_run / "checkpoint.safetensors")
     logits, = ckpt.info.prior_parameters()
     assert not torch.equal(logits.detach(), torch.zeros(10))  # trained, saved and loaded
+    records = [json.loads(line) for line in (learned_run / "metrics.jsonl").read_text().splitlines()]
+    ceilings = [r["entropy"]["cat0"] for r in records]  # the bound's ceiling, logged as the prior moves
+    assert len(ceilings) == 2 and all(0 < h <= math.log(10) + 1e-6 for h in ceilings)
+    assert ceilings[-1] == pytest.approx(float(ckpt.info.codes[0].entropy()), abs=1e-5)
+    assert "unif1" not in records[0]["entropy"]
     report = (learned_run / "report.md").read_text()
     assert "cat0 learned prior:" in report and "prior_cat0.png" in report
     assert (learned_run / "prior_cat0.png").stat().st_size > 0

@@ -61,6 +61,7 @@ def fit(trainer, out: str | Path, progress: Callable[[int, int, dict], None] | N
         out.mkdir(parents=True, exist_ok=True)
     records = _read_records(metrics_path, trainer.step_index) if trainer.step_index else []
     names, n_codes = trainer.scalar_names, len(info.codes)
+    learned = [(key, code) for key, code in zip(info.keys, info.codes) if getattr(code, "learned", False)]
     n_scalars = len(names)
     sums = torch.zeros(n_scalars + 2 * n_codes, device=trainer.device)
     first_bad = torch.zeros((), dtype=torch.long, device=trainer.device)
@@ -105,6 +106,8 @@ def fit(trainer, out: str | Path, progress: Callable[[int, int, dict], None] | N
                               "mi": dict(zip(info.keys, mean[n_scalars:n_scalars + n_codes])),
                               "mi_fitted": dict(zip(info.keys, mean[n_scalars + n_codes:])),
                               "images_per_s": (step - last_step) * config.batch_size * trainer.world / (now - last)}
+                    if learned:  # the ceiling H(c) of a learned prior's bound moves with the prior
+                        record["entropy"] = {key: float(code.entropy()) for key, code in learned}
                     if trainer.contrastive is not None:
                         record["loss_cr"] = terms["d/contrastive"]
                     records.append(record)

@@ -108,7 +108,8 @@ def plot_bounds(records: list[dict], entropies: dict[str, float], path: str | Pa
 
     Solid: the bound as trained (a continuous code's Q std as configured, 1 by default). Dotted: the same
     Q means with the variance fitted to their error (records' ``mi_fitted``), drawn where it differs; it
-    is also a valid lower bound and shows what a continuous code carries. Dashed: H(c), the ceiling.
+    is also a valid lower bound and shows what a continuous code carries. Dashed: H(c), the ceiling (over
+    training, from the records' ``entropy``, for a learned prior).
     """
     import matplotlib
 
@@ -124,7 +125,12 @@ def plot_bounds(records: list[dict], entropies: dict[str, float], path: str | Pa
         fitted = [r.get("mi_fitted", {}).get(key) for r in records]
         if None not in fitted and max(abs(a - b) for a, b in zip(fitted, trained)) > 1e-3:
             ax.plot(steps, fitted, color=color, linestyle=":", linewidth=2, label=f"{key} bound, Q's variance fitted")
-        ax.axhline(h, color=color, linestyle="--", linewidth=1, label=f"{key} H(c) = {h:.2f}")
+        ceiling = [r.get("entropy", {}).get(key) for r in records]
+        if records and None not in ceiling:  # a learned prior: its entropy, the bound's ceiling, moves with it
+            ax.plot(steps, ceiling, color=color, linestyle="--", linewidth=1,
+                    label=f"{key} H(c), learned prior ({ceiling[-1]:.2f} at the end)")
+        else:
+            ax.axhline(h, color=color, linestyle="--", linewidth=1, label=f"{key} H(c) = {h:.2f}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("MI lower bound (nats)")
     ax.set_title("Mutual information lower bounds")
