@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torch_infogan.errors import InfoGANError
-from torch_infogan.augment import random_affine, random_rotate, random_translate
+from torch_infogan.augment import random_affine, random_flip, random_rotate, random_translate
 from torch_infogan.config import preset_config
 from torch_infogan.trainer import Trainer
 
@@ -138,3 +138,12 @@ def test_intensity_gives_each_image_its_own_gamma_and_darkening_within_the_limit
 def test_pair_intensity_outside_0_to_2_is_refused():
     with pytest.raises(InfoGANError, match="pair_intensity"):
         preset_config("mnist", pair_intensity=-0.1)
+
+
+def test_flip_mirrors_about_half_the_images_each_by_its_own_draw():
+    images = torch.rand(200, 1, 6, 6)
+    out = random_flip(images, torch.Generator().manual_seed(0))
+    mirrored = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images)]
+    kept = [torch.equal(o, i) for o, i in zip(out, images)]
+    assert all(m != k for m, k in zip(mirrored, kept))  # each image is one or the other
+    assert 70 < sum(mirrored) < 130

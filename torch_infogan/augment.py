@@ -68,6 +68,12 @@ def random_affine(images: torch.Tensor, max_degrees: float, max_scale: float = 0
     return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
 
 
+def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image left to right with probability 1/2 (its own draw)."""
+    mirror = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
+    return torch.where(mirror.view(-1, *([1] * (images.dim() - 1))), images.flip(-1), images)
+
+
 def random_intensity(images: torch.Tensor, max_log: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Change each image's tones by its own random gamma in [exp(-max_log), exp(max_log)] and darken it by its own
     factor in [exp(-max_log), 1]: ``factor * images ** gamma`` for images in [0, 1] (a black background stays

@@ -57,6 +57,7 @@ class TrainConfig:
     iic: float = 1.0
     pair_shear: float = 0.4
     pair_intensity: float = 0.7
+    pair_flip: bool = False
     invariance: float = 1.0
     overcluster: int = 0
     updates: str = "alternating"
@@ -192,7 +193,7 @@ PRESETS: dict[str, dict] = {
                       lr_g=1e-3, lr_d=2e-3, info_weight=0.05, q_batchnorm=False, negative_slope=0.2, **PLAIN,
                       iterations=10000, checkpoint_every=1000, contrastive=2.0, contrastive_start=5000),
     "chairs": dict(data="folder:chairs", codes="cat:20,cat:20,cat:20,unif:1", noise_dim=128, iterations=20000,
-                   **PLAIN),
+                   image_size=64, **PLAIN),
 }
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch_infogan.augment import random_affine, random_intensity, random_translate
+from torch_infogan.augment import random_affine, random_flip, random_intensity, random_translate
 from torch_infogan.config import TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.data import normalize
@@ -47,12 +47,14 @@ class StepBatch:
     d_fake_g: torch.Tensor | None = None
     shared: dict = field(default_factory=dict)
 
-    def turned(self, pair_shear: float, pair_intensity: float) -> torch.Tensor:
-        """The real batch turned, scaled and slanted (and its tones changed, ``random_intensity``), drawn once per
-        step for the terms that compare with it."""
+    def turned(self, pair_shear: float, pair_intensity: float, pair_flip: bool = False) -> torch.Tensor:
+        """The real batch turned, scaled and slanted (half of it mirrored with ``pair_flip``, and its tones
+        changed, ``random_intensity``), drawn once per step for the terms that compare with it."""
         if "turned" not in self.shared:
             turned = random_affine(self.clean, CONSISTENCY_DEGREES, CONSISTENCY_SCALE, self.generator_rng,
                                    max_shear=pair_shear)
+            if pair_flip:
+                turned = random_flip(turned, self.generator_rng)
             self.shared["turned"] = random_intensity(turned, pair_intensity, self.generator_rng)
         return self.shared["turned"]
 
@@ -128,12 +130,14 @@ class _RealPairTerm(Term):
 
     players = (D,)
 
-    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float, pair_intensity: float):
+    def __init__(self, info: InfoRegularizer, weight: float, pair_shear: float, pair_intensity: float,
+                 pair_flip: bool = False):
         super().__init__(weight)
-        self.info, self.pair_shear, self.pair_intensity = info, pair_shear, pair_intensity
+        self.info, self.pair_shear, self.pair_intensity, self.pair_flip = info, pair_shear, pair_intensity, pair_flip
 
     def loss(self, player, batch):
-        return getattr(self.info, self.name)(batch.clean, batch.turned(self.pair_shear, self.pair_intensity))
+        turned = batch.turned(self.pair_shear, self.pair_intensity, self.pair_flip)
+        return getattr(self.info, self.name)(batch.clean, turned)
 
 
 class ConsistencyTerm(_RealPairTerm):
@@ -228,9 +232,10 @@ def build_terms(config: TrainConfig, info: InfoRegularizer, contrastive: Contras
     images (rows of ``images``, the training images on the device) for ``LabelTerm``."""
     terms: list[Term] = [GANTerm(), MITerm(info, config.info_weight)]
     if config.consistency > 0:
-        terms.append(ConsistencyTerm(info, config.consistency, config.pair_shear, config.pair_intensity))
+        terms.append(ConsistencyTerm(info, config.consistency, config.pair_shear, config.pair_intensity,
+                                     config.pair_flip))
     if config.iic > 0:
-        terms.append(IICTerm(info, config.iic, config.pair_shear, config.pair_intensity))
+        terms.append(IICTerm(info, config.iic, config.pair_shear, config.pair_intensity, config.pair_flip))
     if config.invariance > 0:
         terms.append(InvarianceTerm(info, config.invariance, config.pair_shear))
     if contrastive is not None:
