@@ -56,6 +56,7 @@ def train(
     iic: Annotated[Optional[float], typer.Option(help="Weight of the invariant information clustering term: minus the MI between Q's categories of a real image and of its turned and scaled copy (0: off).")] = None,
     pair_shear: Annotated[Optional[float], typer.Option(help="Largest slant (horizontal shear: each row moves sideways by up to this times its distance from the centre row) of the real images' copies that --iic and --consistency compare (0: none).")] = None,
     pair_intensity: Annotated[Optional[float], typer.Option(help="Tone change of the real images' copies that --iic and --consistency compare: each copy gets its own gamma in [e^-N, e^N] and darkening by up to e^-N (0: none).")] = None,
+    pair_flip: Annotated[Optional[bool], typer.Option("--pair-flip/--no-pair-flip", help="Mirror half of the real images' copies that --iic and --consistency compare, left to right (default: off).")] = None,
     overcluster: Annotated[Optional[int], typer.Option(help="Categories of a second output of Q that --iic also clusters the real images into (IIC's overclustering head; 0: none).")] = None,
     invariance: Annotated[Optional[float], typer.Option(help="Weight of the term, in both players' losses, that asks Q to name G's category on copies of G's images turned, scaled and slanted as --iic's copies (0: off).")] = None,
     info_weight: Annotated[Optional[float], typer.Option(help="Weight of the MI term in both players' losses (shapes presets: 0.05).")] = None,
@@ -76,7 +77,7 @@ def train(
                      labels_seed=labels_seed, label_code=label_code, label_weight=label_weight, codes=codes, noise_dim=noise_dim, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
                      iterations=iterations, epochs=epochs, seed=seed, device=device, precision=precision,
                      translate=translate, rotate=rotate, consistency=consistency, iic=iic, pair_shear=pair_shear, pair_intensity=pair_intensity,
-                     overcluster=overcluster, invariance=invariance, info_weight=info_weight,
+                     pair_flip=pair_flip, overcluster=overcluster, invariance=invariance, info_weight=info_weight,
                      contrastive=contrastive, contrastive_start=contrastive_start, contrastive_gap=contrastive_gap,
                      compile=compile, log_every=log_every, checkpoint_every=checkpoint_every,
                      on_nonfinite=on_nonfinite, sync_bn=sync_bn)
@@ -280,7 +281,8 @@ def rank(
                 datasets[key] = load_data_for(ckpt.config, data, data_root, split)
             dataset = datasets[key]
             try:
-                score = run_score(ckpt.info, dataset, ckpt.config.get("normalization", "unit"), code, seed)
+                score = run_score(ckpt.info, dataset, ckpt.config.get("normalization", "unit"), code, seed,
+                                  ckpt.trained_labels)
             except InfoGANError as exc:
                 raise InfoGANError(f"{path}: {exc}") from exc
             rows.append({"checkpoint": str(path), **score})

@@ -49,6 +49,9 @@ def test_a_labels_run_leaves_its_labelled_images_out_of_every_score_and_resumes(
     assert evaluated["excluded"] == 20 and evaluated["n"] == 492
     assert evaluated["codes"]["cat0"]["plain_accuracy"] == pytest.approx(plain)
     assert evaluated["label_trained"] == {"code": "cat0", "images": 20}
+    result = runner.invoke(app, ["rank", str(out / "checkpoint.safetensors"), "--data", data, "--json"])
+    assert result.exit_code == 0, result.output  # rank leaves them out too
+    assert json.loads(result.output)[0]["accuracy"] == pytest.approx(evaluated["codes"]["cat0"]["accuracy"])
 
     # The features file marks the labelled rows.
     h5_path = tmp_path / "features.h5"

@@ -141,14 +141,18 @@ def cluster_code_scores(info: InfoRegularizer, data: ImageData, normalization: s
 
 
 def run_score(info: InfoRegularizer, data: ImageData, normalization: str = "unit", code: str | None = None,
-              seed: int = 0) -> dict:
+              seed: int = 0, trained_labels: LabelledSet | None = None) -> dict:
     """One run's label-free score for choosing among runs (``rank_runs``): ``agreement``, ``real_mi``, ``usage``
     and ``confidence`` of the categorical ``code`` (default: the first) on ``data``, ``accuracy`` where ``data``
     has labels, and ``informative``: whether its categories carry at least half of ln k nats about the images.
 
     Only informative runs are compared by agreement: one category for everything, or a Q unsure of every image
     (its argmax still follows the pixels smoothly), agrees with the neighbours too. Neither is agreement
-    comparable across recipes that train on a neighbour term themselves (docs/training.md)."""
+    comparable across recipes that train on a neighbour term themselves (docs/training.md). ``trained_labels``:
+    a semi-supervised run's labelled images, left out as ``evaluate`` leaves them out."""
+    excluded = trained_labels.rows_in(data) if trained_labels is not None else np.zeros(0, dtype=np.int64)
+    if len(excluded):
+        data = data.without(excluded)
     scores = cluster_code_scores(info, data, normalization, seed=seed)
     key = code or next(iter(scores), None)
     if key not in scores:
