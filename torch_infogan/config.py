@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -212,12 +211,12 @@ ADDED_FIELDS: dict[str, object] = {"pair_intensity": 0.0}
 def resume_config(out: str | Path, **overrides) -> TrainConfig:
     """The configuration stored in ``out/checkpoint.safetensors``, with ``overrides`` applied. A field the stored
     configuration lacks takes its ``ADDED_FIELDS`` value (the recipe of the time), else today's default."""
-    from torch_infogan.checkpoint import read_metadata
+    from torch_infogan.checkpoint import read_checkpoint_config
 
     path = Path(out) / "checkpoint.safetensors"
     try:
-        stored = json.loads(read_metadata(path)["config"])["train"]
+        stored = read_checkpoint_config(path)["train"]
         config = TrainConfig(**{**ADDED_FIELDS, **stored})
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise InfoGANError(f"{path} holds no training configuration to resume from ({exc!r})") from exc
     return config.update(**overrides)

@@ -31,10 +31,11 @@ class QHead(nn.Module):
         self.over = nn.Linear(width, overcluster) if overcluster > 0 else None
 
     def forward(self, features: torch.Tensor, overcluster: bool = False):
-        hidden = self.net[:-1](features.flatten(1))
-        params = self.net[-1](hidden)
         if not overcluster:
-            return params
+            return self.net(features.flatten(1))
         if self.over is None:
             raise ValueError("this Q head has no overclustering output (overcluster=0)")
-        return params, self.over(hidden)
+        hidden = features.flatten(1)
+        for layer in self.net[:-1]:
+            hidden = layer(hidden)
+        return self.net[-1](hidden), self.over(hidden)
