@@ -70,6 +70,12 @@ def estimate_bound_pair(generator: nn.Module, info: InfoRegularizer, n: int = 20
     return plain, fitted
 
 
+def _without_trained(data: ImageData, trained_labels: LabelledSet | None) -> tuple[ImageData, int]:
+    """``data`` less the labelled images a semi-supervised run trained on, and how many were left out."""
+    excluded = trained_labels.rows_in(data) if trained_labels is not None else np.zeros(0, dtype=np.int64)
+    return (data.without(excluded) if len(excluded) else data), int(len(excluded))
+
+
 def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, normalization: str = "unit",
              batch_size: int = 1000, seed: int = 0, trained_labels: LabelledSet | None = None) -> dict:
     """Per code that clusters (``cluster()`` is not None, e.g. a categorical code): the label-free scores
@@ -79,12 +85,10 @@ def evaluate(generator: nn.Module, info: InfoRegularizer, data: ImageData, norma
     ``trained_labels``: the labelled images a semi-supervised run trained on (``Checkpoint.trained_labels``).
     Those of them that are in ``data`` are left out of every score (``excluded`` counts them), and the code
     they name gets ``plain_accuracy``: category k taken as label k, no matching."""
-    excluded = trained_labels.rows_in(data) if trained_labels is not None else np.zeros(0, dtype=np.int64)
-    if len(excluded):
-        data = data.without(excluded)
+    data, excluded = _without_trained(data, trained_labels)
     named = trained_labels.code if trained_labels is not None else None
     result: dict = {"dataset": data.name, "split": data.split, "n": int(len(data)),
-                    "labelled": data.labels is not None, "excluded": int(len(excluded)),
+                    "labelled": data.labels is not None, "excluded": excluded,
                     "codes": cluster_code_scores(info, data, normalization, batch_size, seed, named)}
     if named is not None:
         result["label_trained"] = {"code": named, "images": len(trained_labels)}
@@ -150,9 +154,7 @@ def run_score(info: InfoRegularizer, data: ImageData, normalization: str = "unit
     (its argmax still follows the pixels smoothly), agrees with the neighbours too. Neither is agreement
     comparable across recipes that train on a neighbour term themselves (docs/training.md). ``trained_labels``:
     a semi-supervised run's labelled images, left out as ``evaluate`` leaves them out."""
-    excluded = trained_labels.rows_in(data) if trained_labels is not None else np.zeros(0, dtype=np.int64)
-    if len(excluded):
-        data = data.without(excluded)
+    data, _ = _without_trained(data, trained_labels)
     scores = cluster_code_scores(info, data, normalization, seed=seed)
     key = code or next(iter(scores), None)
     if key not in scores:
