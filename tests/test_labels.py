@@ -124,6 +124,23 @@ def test_the_configuration_refuses_labels_it_cannot_use():
         _config(labels=2, codes="unif:2", iic=0, invariance=0)
     with pytest.raises(ConfigError, match="label_weight must be > 0"):
         _config(labels=2, label_weight=0)
+    with pytest.raises(ConfigError, match="label_schedule must be one of every, coin"):
+        _config(labels=2, label_schedule="sometimes")
+
+
+def test_the_coin_schedule_draws_the_labelled_batch_less_often_and_the_same_on_every_run():
+    config = _config(labels=2, label_schedule="coin", iterations=400)
+    trainer = Trainer(config, data=load_data("mnist-10k").subset(256))
+    term = next(term for term in trainer.terms if term.name == "label")
+    assert term.chance(0) == 1.0 and term.chance(200) == pytest.approx(0.1) and term.chance(399) == pytest.approx(0.1)
+    early = [term.drawn(step) for step in range(0, 40)]
+    late = [term.drawn(step) for step in range(200, 400)]
+    assert sum(early) >= 30 and 5 <= sum(late) <= 40
+    assert late == [term.drawn(step) for step in range(200, 400)]  # a function of the seed and the step alone
+    trainer.step_index = 399
+    while term.drawn(trainer.step_index):
+        trainer.step_index -= 1
+    assert trainer.step()["d/label"] == 0  # a step without the labelled batch adds nothing
 
 
 def test_labels_need_labelled_data_or_a_file():

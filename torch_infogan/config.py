@@ -8,6 +8,11 @@ from pathlib import Path
 from torch_infogan.codes import Categorical, code_keys, parse_codes
 from torch_infogan.errors import InfoGANError
 
+#: When the labelled batch joins D's step (``TrainConfig.label_schedule``): ``every`` step, or by a ``coin`` whose
+#: chance falls from 1 at the start to ``LABEL_COIN_FLOOR`` at half the run (ss-InfoGAN's growing unlabelled share).
+LABEL_SCHEDULES = ("every", "coin")
+LABEL_COIN_FLOOR = 0.1
+
 
 class ConfigError(InfoGANError):
     """A training option holds a value it cannot take; ``option`` names the ``TrainConfig`` field."""
@@ -38,6 +43,7 @@ class TrainConfig:
     labels_seed: int = 0
     label_code: str | None = None
     label_weight: float = 1.0
+    label_schedule: str = "every"
     codes: str = "cat:10,unif:2"
     noise_dim: int = 62
     noise: str = "uniform"
@@ -150,6 +156,8 @@ class TrainConfig:
             raise ConfigError("labels_file", "cannot be combined with a per-class draw (labels): give one of them")
         if not self.label_weight > 0:
             raise ConfigError("label_weight", f"must be > 0, got {self.label_weight}")
+        if self.label_schedule not in LABEL_SCHEDULES:
+            raise ConfigError("label_schedule", f"must be one of {', '.join(LABEL_SCHEDULES)}, got {self.label_schedule!r}")
         codes = parse_codes(self.codes)
         categorical = [key for key, code in zip(code_keys(codes), codes) if isinstance(code, Categorical)]
         if not categorical:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_infogan.augment import random_affine, random_flip, random_intensity, random_translate
-from torch_infogan.config import TrainConfig
+from torch_infogan.config import LABEL_COIN_FLOOR, TrainConfig
 from torch_infogan.contrastive import ContrastiveRegularizer
 from torch_infogan.data import normalize
 from torch_infogan.labelled import LabelledSet
@@ -184,18 +184,38 @@ class InvarianceTerm(Term):
 
 class LabelTerm(Term):
     """A few labelled real images (``TrainConfig.labels``): Q's posterior for one categorical code against their
-    labels (``InfoRegularizer.label_loss``), for D's side, on a batch of them drawn every step and shifted as D's
-    real images are. With it, category k of that code means label k."""
+    labels (``InfoRegularizer.label_loss``), for D's side, on a batch of them shifted as D's real images are. With
+    it, category k of that code means label k.
+
+    ``schedule`` (``TrainConfig.label_schedule``): the batch is drawn ``every`` step, or on a step whose ``coin``
+    comes up, with a chance falling linearly from 1 at the start to ``LABEL_COIN_FLOOR`` at half of ``iterations``
+    (a step without it adds 0). The coin of step t is seeded by ``seed`` and t alone, so a resumed run flips the same."""
 
     name, players, passes = "label", (D,), "one on the labelled batch (at most half a batch of images)"
 
     def __init__(self, info: InfoRegularizer, weight: float, images: torch.Tensor, labels: torch.Tensor, code: str,
-                 batch_size: int, translate: int):
+                 batch_size: int, translate: int, schedule: str = "every", iterations: int = 1, seed: int = 0):
         super().__init__(weight)
         self.info, self.images, self.labels, self.code = info, images, labels, code
         self.batch_size, self.translate = min(batch_size, len(images)), translate
+        self.schedule, self.iterations, self.seed = schedule, max(1, int(iterations)), int(seed)
+
+    def chance(self, step: int) -> float:
+        """The chance that step ``step`` draws a labelled batch."""
+        if self.schedule == "every":
+            return 1.0
+        return max(LABEL_COIN_FLOOR, 1.0 - (1.0 - LABEL_COIN_FLOOR) * step / (0.5 * self.iterations))
+
+    def drawn(self, step: int) -> bool:
+        """Whether step ``step`` draws a labelled batch."""
+        if self.schedule == "every":
+            return True
+        coin = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        return float(torch.rand((), generator=coin)) < self.chance(step)
 
     def loss(self, player, batch):
+        if not self.drawn(batch.step):
+            return torch.zeros((), device=batch.real.device)
         rows = torch.randperm(len(self.images), generator=batch.generator_rng, device=self.images.device)
         rows = rows[:self.batch_size]
         images = random_translate(normalize(self.images[rows], "unit"), self.translate, batch.generator_rng)
@@ -226,10 +246,11 @@ class ContrastiveTerm(Term):
 
 
 def build_terms(config: TrainConfig, info: InfoRegularizer, contrastive: ContrastiveRegularizer | None,
-                generator: nn.Module, labelled: LabelledSet | None = None, images: torch.Tensor | None = None
-                ) -> list[Term]:
+                generator: nn.Module, labelled: LabelledSet | None = None, images: torch.Tensor | None = None,
+                iterations: int | None = None) -> list[Term]:
     """The objective's terms for ``config``, in the order they are computed. ``labelled``: the labelled training
-    images (rows of ``images``, the training images on the device) for ``LabelTerm``."""
+    images (rows of ``images``, the training images on the device) for ``LabelTerm``; ``iterations``: the run's
+    length, which the labelled batch's coin schedule follows (default ``config.iterations``)."""
     terms: list[Term] = [GANTerm(), MITerm(info, config.info_weight)]
     if config.consistency > 0:
         terms.append(ConsistencyTerm(info, config.consistency, config.pair_shear, config.pair_intensity,
@@ -241,9 +262,11 @@ def build_terms(config: TrainConfig, info: InfoRegularizer, contrastive: Contras
     if contrastive is not None:
         terms.append(ContrastiveTerm(contrastive, generator))
     if labelled is not None:
+        iterations = config.iterations if iterations is None else iterations
         rows, labels = (torch.from_numpy(a).to(images.device) for a in (labelled.indices, labelled.labels))
         terms.append(LabelTerm(info, config.label_weight, images[rows], labels, labelled.code,
-                               config.batch_size // 2, config.translate))
+                               config.batch_size // 2, config.translate, config.label_schedule, iterations,
+                               config.seed))
     if info.prior_parameters():  # the learned prior follows Q's category frequencies on real images
         terms.append(PriorTerm(info, config.info_weight))
     return terms

@@ -133,7 +133,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.g_forward = nn.parallel.DistributedDataParallel(self.g_forward, device_ids=ids)
             self.d_forward = nn.parallel.DistributedDataParallel(self.d_forward, device_ids=ids)
-        self.terms = build_terms(config, self.info, self.contrastive, self.generator, self.labelled, self.images)
+        self.terms = build_terms(config, self.info, self.contrastive, self.generator, self.labelled, self.images,
+                                 self.iterations)
         #: The names of the scalars ``step`` returns, in a fixed order: each term's loss per player, then the totals.
         self.scalar_names = [f"{player}/{term.name}" for player in (D, G) for term in self.terms
                              if player in term.players] + ["d/total", "g/total"]
