@@ -207,11 +207,12 @@ class LabelTerm(Term):
         return max(LABEL_COIN_FLOOR, 1.0 - (1.0 - LABEL_COIN_FLOOR) * step / (0.5 * self.iterations))
 
     def drawn(self, step: int) -> bool:
-        """Whether step ``step`` draws a labelled batch."""
-        if self.schedule == "every":
+        """Whether step ``step`` draws a labelled batch (no coin is flipped while the chance is 1)."""
+        chance = self.chance(step)
+        if chance >= 1.0:
             return True
         coin = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        return float(torch.rand((), generator=coin)) < self.chance(step)
+        return float(torch.rand((), generator=coin)) < chance
 
     def loss(self, player, batch):
         if not self.drawn(batch.step):
