@@ -42,6 +42,24 @@ def test_spec_round_trips_and_bad_options_are_refused():
         parse_codes("cat:10:prior=learned:tau=0")
 
 
+def test_balance_mixes_the_iic_target_toward_uniform_and_needs_a_learned_prior():
+    code, = parse_codes("cat:4:prior=learned:balance=0.25")
+    assert parse_codes(code.spec()) == [code] and code.balance == 0.25
+    code.logits.data = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    expected = 0.75 * torch.softmax(code.logits.detach(), 0) + 0.25 / 4
+    assert torch.allclose(code.log_prior().exp(), expected, atol=1e-6)
+    full, = parse_codes("cat:4:prior=learned:balance=1")
+    full.logits.data = code.logits.data.clone()
+    assert torch.allclose(full.log_prior(), torch.full((4,), -math.log(4)), atol=1e-6)  # uniform IIC again
+    unmixed, = parse_codes("cat:4:prior=learned")
+    unmixed.logits.data = code.logits.data.clone()
+    assert torch.allclose(unmixed.log_prior(), torch.log_softmax(code.logits.detach(), 0), atol=1e-6)
+    with pytest.raises(InfoGANError, match="between 0 and 1"):
+        parse_codes("cat:4:prior=learned:balance=1.5")
+    with pytest.raises(InfoGANError, match="applies to a learned prior"):
+        parse_codes("cat:4:balance=0.5")
+
+
 def test_rsample_is_differentiable_in_the_logits_and_matches_the_prior():
     code = Categorical(4, prior="learned")
     with torch.no_grad():

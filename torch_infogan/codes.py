@@ -297,14 +297,15 @@ class Categorical(Code):
     Elastic-InfoGAN does for data whose classes are unbalanced: ``rsample`` draws by Gumbel-softmax, so G's input
     stays differentiable in the logits. ``hard=True`` feeds G the one-hot of the draw with the relaxed sample's
     gradient (straight-through); ``hard=False`` feeds the relaxed sample itself. ``tau`` is the relaxation's
-    temperature.
+    temperature. ``balance`` (learned prior only, 0 to 1) is how far toward uniform the frequencies IIC's balance
+    term asks of Q's categories sit: the learned prior mixed with the uniform one (``log_prior``).
     """
 
     positional = "k"
     has_enumerate_support = True
 
     def __init__(self, k: int = 10, weight: float = 1.0, prior: str = "uniform", tau: float = 1.0,
-                 hard: bool = True):
+                 hard: bool = True, balance: float = 0.0):
         super().__init__(weight)
         if k < 2:
             raise InfoGANError(f"a categorical code needs k >= 2, got {k}")
@@ -312,10 +313,16 @@ class Categorical(Code):
             raise InfoGANError(f"a categorical code's prior is 'uniform' or 'learned', got {prior!r}")
         if not tau > 0:
             raise InfoGANError(f"the Gumbel-softmax temperature tau must be > 0, got {tau}")
+        if not 0.0 <= balance <= 1.0:
+            raise InfoGANError(f"a categorical code's balance is between 0 and 1, got {balance}")
+        if balance and prior != "learned":
+            raise InfoGANError("balance applies to a learned prior (cat:K:prior=learned:balance=B); the uniform "
+                               "prior's balance term already asks for equal categories")
         self.k = int(k)
         self.prior = prior
         self.tau = float(tau)
         self.hard = bool(hard)
+        self.balance = float(balance)
         self.input_dim = self.k
         self.param_dim = self.k
         #: The learned prior's class logits (a parameter for G's optimizer), or None for the uniform prior.
@@ -334,8 +341,11 @@ class Categorical(Code):
         return torch.softmax(self.logits.detach().float(), dim=0)
 
     def log_prior(self) -> torch.Tensor | None:
-        """The learned prior's log probabilities ``[k]`` (detached), or None for the uniform prior."""
-        return None if self.logits is None else torch.log_softmax(self.logits.detach().float(), dim=0)
+        """The log frequencies ``[k]`` (detached) IIC's balance term asks of Q's categories: the learned prior's,
+        mixed with the uniform prior by ``balance``; None for the uniform prior."""
+        if self.logits is None:
+            return None
+        return ((1.0 - self.balance) * self.probs + self.balance / self.k).log()
 
     def sample(self, n, generator=None, device=None):
         if self.logits is None:
