@@ -345,6 +345,8 @@ class Categorical(Code):
         mixed with the uniform prior by ``balance``; None for the uniform prior."""
         if self.logits is None:
             return None
+        if not self.balance:  # exact in log space, however small a share
+            return torch.log_softmax(self.logits.detach().float(), dim=0)
         return ((1.0 - self.balance) * self.probs + self.balance / self.k).log()
 
     def sample(self, n, generator=None, device=None):
