@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT
+from torch_infogan import InfoRegularizer
 
 EXAMPLES = ROOT / "examples"
 
@@ -87,3 +89,29 @@ def test_few_labels_recipe_runs_and_reports_plain_accuracy_on_the_unlabelled_dig
     result = _load("few_labels").main(steps=3, batch_size=16, labels_per_class=2, log=_quiet)
     _check(result, 3)
     assert result["labels"] == 20 and 0 <= result["accuracy"] <= 1
+
+
+def test_garbage_collected_during_compilation_does_not_break_the_compiled_d(monkeypatch):
+    """Regularizers dropped without ``remove()`` and collected while Dynamo builds its guards (a test run's
+    earlier tests leave such garbage): the compiled D still runs, as Dynamo traced no weak reference."""
+    import gc
+
+    from torch._dynamo import guards
+
+    example = _load("compiled_d")
+    build = guards.CheckFunctionManager.__init__
+
+    def collect_then_build(self, *args, **kwargs):
+        gc.collect()
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(guards.CheckFunctionManager, "__init__", collect_then_build)
+    gc.disable()
+    try:
+        for _ in range(3):
+            D = example.Discriminator()
+            InfoRegularizer("cat:10", noise_dim=4).attach(D, layer="act", example=torch.zeros(2, 1, 28, 28))
+            del D  # a reference cycle (D's hooks hold the regularizer), left to the collector
+        _check(example.main(steps=3, batch_size=16, log=_quiet), 3)
+    finally:
+        gc.enable()

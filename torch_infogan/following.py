@@ -3,7 +3,7 @@
 ``InfoRegularizer.sample()`` opens a ``Sample`` for its latent (the latest few stay open). Until the next
 ``sample()``, a module forward hook follows it: outside the discriminator, the output of any module that
 takes the latent, or a tensor already followed, is followed too; the newest one is G's output. The hook is
-global until the first ``loss()`` names G, then lives on G's module alone.
+the process's until the first ``loss()`` names G, then one on G's module alone.
 
 The discriminator's pre-hook classifies each input, for each open sample:
 
@@ -259,16 +259,19 @@ class ForwardHooks:
     """The hooks that feed a regularizer's ``ForwardTracker`` (``owner._tracker``), and where they live.
 
     On the discriminator: a pre-hook and a hook around its forward, and a hook on the tapped layer (the owner's
-    methods, so that a copied discriminator's hooks reach the copied regularizer). Following
-    G's output: a module forward hook, global until ``move_onto(G)`` (the first ``loss()`` that finds G), then on
-    G's module alone, so that other modules of the process run without it. An optimizer step hook, global,
+    methods, so that a copied discriminator's hooks reach the copied regularizer). Following G's output: the
+    process's module forward hook until ``move_onto(G)`` (the first ``loss()`` that finds G), then a hook on
+    G's module alone, so that other modules of the process run without it. The process's optimizer step hook,
     because fused optimizers step parameters without bumping their version counters and nothing else tells
     that the discriminator has stepped: its forwards are then forgotten, and a learned prior's logits are
-    checked to be stepped by another optimizer (``check_prior_step``). The global hooks are registered once,
-    not per ``sample()`` (that would make torch.compile re-trace every step), and hold these hooks weakly:
-    a discriminator dropped without ``remove()`` does not stay alive in them (they are then no-ops). Copies
-    (``copy.deepcopy``, pickling) register global hooks of their own. The calls are bookkeeping on Python
-    objects, which torch.compile runs eagerly (a graph break)."""
+    checked to be stepped by another optimizer (``check_prior_step``).
+
+    The two process-wide hooks are registered once (``_process_hooks``) and never removed; they reach the
+    live ``ForwardHooks`` through weak references, so a discriminator dropped without ``remove()`` does not
+    stay alive in them. Under torch.compile the module hook's common case is a test of one module-level
+    integer (how many regularizers still follow G through it), and everything else runs eagerly: Dynamo
+    never traces a weak reference that garbage collection could clear between tracing and building its
+    guards, and the process's hook dictionaries do not change as regularizers come and go."""
 
     def __init__(self, owner, discriminator: nn.Module, layer: nn.Module):
         self.owner = owner  # held strongly, as the discriminator's hooks hold it: an unpickled one keeps it
@@ -276,31 +279,37 @@ class ForwardHooks:
                       discriminator.register_forward_hook(owner._after_forward, always_call=True),
                       layer.register_forward_hook(owner._tap)]
         self.d_steps, self.prior_stepped, self.prior_warned = 0, False, False
-        self._register_global()
+        self._join_process()
 
-    def _register_global(self) -> None:
-        ref = weakref.ref(self)
+    def _join_process(self) -> None:
+        _process_hooks()
+        _LIVE.add(self)
+        self.generator_hook = None
+        _follow_through_process(self)
+        weakref.finalize(self, _stop_following_through_process, id(self))
 
-        @torch.compiler.disable
-        def after_optimizer_step(optimizer, args, kwargs):
-            hooks = ref()
-            if hooks is not None:
-                hooks.after_optimizer_step(optimizer)
-
-        self.optimizer_hook = register_optimizer_step_post_hook(after_optimizer_step)
-        self.module_hook = register_module_forward_hook(watcher(ref), with_kwargs=True)
-        self.on_generator = False
+    @property
+    def on_generator(self) -> bool:
+        return self.generator_hook is not None
 
     def move_onto(self, generator: nn.Module) -> None:
-        """Follow G's output with a hook on G's module instead of the global module hook."""
+        """Follow G's output with a hook on G's module instead of the process's module hook."""
         if not self.on_generator:
-            self.module_hook.remove()
-            self.module_hook = generator.register_forward_hook(watcher(weakref.ref(self)), with_kwargs=True)
-            self.on_generator = True
+            _stop_following_through_process(id(self))
+            ref = weakref.ref(self)
+
+            def watch(module, args, kwargs, output):
+                hooks = ref()
+                if hooks is not None:
+                    hooks.watch(module, args, kwargs, output)
+
+            self.generator_hook = generator.register_forward_hook(watch, with_kwargs=True)
 
     def remove(self) -> None:
-        for handle in [*self.local, self.optimizer_hook, self.module_hook]:
+        for handle in [*self.local, *([self.generator_hook] if self.generator_hook is not None else [])]:
             handle.remove()
+        _stop_following_through_process(id(self))
+        _LIVE.discard(self)
 
     def __getstate__(self):
         return {"owner": self.owner, "local": self.local, "steps": (self.d_steps, self.prior_stepped,
@@ -309,11 +318,18 @@ class ForwardHooks:
     def __setstate__(self, state):
         self.owner, self.local = state["owner"], state["local"]
         self.d_steps, self.prior_stepped, self.prior_warned = state["steps"]
-        self._register_global()
+        self._join_process()
 
     @property
     def tracker(self) -> "ForwardTracker":
         return self.owner._tracker
+
+    def watch(self, module, args, kwargs, output) -> None:
+        """Follow a module's output when a sample is being watched and the discriminator is not running."""
+        tracker = self.tracker
+        if tracker is None or tracker.watching is None or tracker.depth:
+            return  # the common case, cheap and traceable under torch.compile
+        self.follow(module, args, kwargs, output)
 
     @torch.compiler.disable
     def follow(self, module, args, kwargs, output) -> None:
@@ -345,18 +361,50 @@ class ForwardHooks:
                           "generator's optimizer, or the prior stays uniform", stacklevel=4)
 
 
-def watcher(ref: weakref.ref):
-    """The module forward hook that follows the newest sample's latent, for the ``ForwardHooks`` ``ref()``."""
+# The process-wide hooks and what they reach (see ``ForwardHooks``).
+_LIVE: "weakref.WeakSet[ForwardHooks]" = weakref.WeakSet()  # every ForwardHooks not removed
+_THROUGH_PROCESS: dict[int, weakref.ref] = {}                # those following G through the process's module hook
+_following_through_process = 0                               # len(_THROUGH_PROCESS), the traced fast path's test
+_process_handles: list = []
 
-    def watch(module, args, kwargs, output):
+
+def _process_hooks() -> None:
+    """Register the process's module forward hook and optimizer step hook, once."""
+    if not _process_handles:
+        _process_handles.append(register_module_forward_hook(_watch_any_module, with_kwargs=True))
+        _process_handles.append(register_optimizer_step_post_hook(_after_any_optimizer_step))
+
+
+def _follow_through_process(hooks: ForwardHooks) -> None:
+    global _following_through_process
+    _THROUGH_PROCESS[id(hooks)] = weakref.ref(hooks)
+    _following_through_process = len(_THROUGH_PROCESS)
+
+
+def _stop_following_through_process(key: int) -> None:
+    global _following_through_process
+    _THROUGH_PROCESS.pop(key, None)
+    _following_through_process = len(_THROUGH_PROCESS)
+
+
+def _watch_any_module(module, args, kwargs, output):
+    if _following_through_process:
+        _watch_eagerly(module, args, kwargs, output)
+    return None
+
+
+@torch.compiler.disable
+def _watch_eagerly(module, args, kwargs, output) -> None:
+    for ref in list(_THROUGH_PROCESS.values()):
         hooks = ref()
-        tracker = None if hooks is None else hooks.tracker
-        if tracker is None or tracker.watching is None or tracker.depth:
-            return None  # the common case, cheap and traceable under torch.compile
-        hooks.follow(module, args, kwargs, output)
-        return None
+        if hooks is not None:
+            hooks.watch(module, args, kwargs, output)
 
-    return watch
+
+@torch.compiler.disable
+def _after_any_optimizer_step(optimizer, args, kwargs) -> None:
+    for hooks in list(_LIVE):
+        hooks.after_optimizer_step(optimizer)
 
 
 def trunk_free_features(tracker: ForwardTracker, discriminator: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
