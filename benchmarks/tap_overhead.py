@@ -7,8 +7,9 @@ process, measures (a) the wall time of a step, (b) the time spent inside the reg
 ``sample()``: following G's output (``ForwardHooks.follow``, called when G's module runs on a followed tensor),
 classifying each discriminator input, copying the tapped features, the optimizer-step hook; and (c) the
 step of another model in the same process (a stack of small layers, where module dispatch shows): with
-the plug-in attached and stepped (its module hook then lives on G alone), with a global module hook as
-the plug-in registered before it moved the hook onto G, and after ``remove()``.
+the plug-in attached and stepped (G's output then followed by a hook on G alone; the process's module hook
+tests one integer), with a module hook of the regularizer's own registered globally, as the plug-in once held
+for its whole attachment, and with no plug-in hook anywhere.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import platform
 import time
 from contextlib import contextmanager
 
-import weakref
-
 import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
 from torch_infogan.data import load_data
-from torch_infogan.following import ForwardHooks, watcher
+from torch_infogan import following
+from torch_infogan.following import ForwardHooks
 from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.config import preset_config
 from torch_infogan.runtime import resolve_device
@@ -109,17 +109,18 @@ def main():
         if not hooked or sum(per_step.values()) < sum(hooked.values()):
             hooked = per_step
         attached = min(attached, other_model_step(other, x, args.steps * 10))
-        handle = register_module_forward_hook(watcher(weakref.ref(trainer.info._hooks)), with_kwargs=True)
-        try:  # the global module hook the plug-in held for its whole attachment before it moved onto G
+        handle = register_module_forward_hook(trainer.info._hooks.watch, with_kwargs=True)
+        try:  # the regularizer's own global module hook, held for the whole attachment in an earlier design
             global_hook = min(global_hook, other_model_step(other, x, args.steps * 10))
         finally:
             handle.remove()
-        trainer.info._hooks.module_hook.remove()  # no plug-in module hook anywhere (G's taken off for the moment)
+        for handle in following._process_handles:  # no plug-in hook anywhere, for the moment
+            handle.remove()
+        following._process_handles.clear()
         try:
             removed = min(removed, other_model_step(other, x, args.steps * 10))
         finally:
-            trainer.info._hooks.module_hook = trainer.generator.register_forward_hook(
-                watcher(weakref.ref(trainer.info._hooks)), with_kwargs=True)
+            following._process_hooks()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size}; "
@@ -134,7 +135,7 @@ def main():
     print(f"{'  hooks and sample() together':<44}{bookkeeping * 1e3:>10.3f}{bookkeeping / plain_step:>9.2%}")
     print(f"{'another model (80 small layers), no hook':<44}{removed * 1e3:>10.3f}{1:>9.1%}")
     print(f"{'  the plug-in attached and stepped':<44}{attached * 1e3:>10.3f}{attached / removed:>9.1%}")
-    print(f"{'  with a global module hook (as before)':<44}{global_hook * 1e3:>10.3f}{global_hook / removed:>9.1%}")
+    print(f"{'  with a global module hook (earlier design)':<44}{global_hook * 1e3:>10.3f}{global_hook / removed:>9.1%}")
 
 
 if __name__ == "__main__":
