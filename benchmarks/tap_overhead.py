@@ -7,8 +7,8 @@ process, measures (a) the wall time of a step, (b) the time spent inside the reg
 ``sample()``: following G's output (``ForwardHooks.follow``, called when G's module runs on a followed tensor),
 classifying each discriminator input, copying the tapped features, the optimizer-step hook; and (c) the
 step of another model in the same process (a stack of small layers, where module dispatch shows): with
-the plug-in attached and stepped (G's output then followed by a hook on G alone; the process's module hook
-tests one integer), with a module hook of the regularizer's own registered globally, as the plug-in once held
+the plug-in attached and stepped (G's output then followed by a hook on G alone, the process's module hook
+gone), with a module hook of the regularizer's own registered globally, as the plug-in once held
 for its whole attachment, and with no plug-in hook anywhere.
 """
 
@@ -24,7 +24,6 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
 from torch_infogan.data import load_data
-from torch_infogan import following
 from torch_infogan.following import ForwardHooks
 from torch_infogan.regularizer import InfoRegularizer
 from torch_infogan.config import preset_config
@@ -114,13 +113,12 @@ def main():
             global_hook = min(global_hook, other_model_step(other, x, args.steps * 10))
         finally:
             handle.remove()
-        for handle in following._process_handles:  # no plug-in hook anywhere, for the moment
-            handle.remove()
-        following._process_handles.clear()
+        trainer.info._hooks.generator_hook.remove()  # no plug-in module hook anywhere, for the moment
         try:
             removed = min(removed, other_model_step(other, x, args.steps * 10))
         finally:
-            following._process_hooks()
+            trainer.info._hooks.generator_hook = None
+            trainer.info._hooks.move_onto(trainer.generator)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size}; "

@@ -542,7 +542,8 @@ def test_after_the_first_loss_the_plugin_follows_g_with_a_hook_on_g_alone(augmen
         loss = info.loss(codes)
         assert torch.isfinite(loss)
         loss.backward()
-        assert following._following_through_process == before  # other modules: one integer test
+        assert following._following_through_process == before  # other modules: one integer test at most
+        assert (following._module_handle is None) == (before == 0)  # and no hook at all once none follows
         assert len(G._forward_hooks) == 1
     with torch.no_grad():
         again = G(latent)  # G run again on the step's latent is still followed, and refused

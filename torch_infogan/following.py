@@ -266,12 +266,13 @@ class ForwardHooks:
     that the discriminator has stepped: its forwards are then forgotten, and a learned prior's logits are
     checked to be stepped by another optimizer (``check_prior_step``).
 
-    The two process-wide hooks are registered once (``_process_hooks``) and never removed; they reach the
-    live ``ForwardHooks`` through weak references, so a discriminator dropped without ``remove()`` does not
-    stay alive in them. Under torch.compile the module hook's common case is a test of one module-level
-    integer (how many regularizers still follow G through it), and everything else runs eagerly: Dynamo
-    never traces a weak reference that garbage collection could clear between tracing and building its
-    guards, and the process's hook dictionaries do not change as regularizers come and go."""
+    The process has one of each hook however many regularizers there are (``_sync_process_hooks``: registered
+    while one needs it, removed by the plug-in's own calls once none does); they reach the live
+    ``ForwardHooks`` through weak references, so a discriminator dropped without ``remove()`` does not stay
+    alive in them. Under torch.compile the module hook's common case is a test of one module-level integer
+    (how many regularizers still follow G through it), and everything else runs eagerly: Dynamo never traces
+    a weak reference that garbage collection could clear between tracing and building its guards, and a
+    collection never changes the hook dictionaries it guards."""
 
     def __init__(self, owner, discriminator: nn.Module, layer: nn.Module):
         self.owner = owner  # held strongly, as the discriminator's hooks hold it: an unpickled one keeps it
@@ -282,11 +283,11 @@ class ForwardHooks:
         self._join_process()
 
     def _join_process(self) -> None:
-        _process_hooks()
         _LIVE.add(self)
         self.generator_hook = None
         _follow_through_process(self)
         weakref.finalize(self, _stop_following_through_process, id(self))
+        _sync_process_hooks()
 
     @property
     def on_generator(self) -> bool:
@@ -296,6 +297,7 @@ class ForwardHooks:
         """Follow G's output with a hook on G's module instead of the process's module hook."""
         if not self.on_generator:
             _stop_following_through_process(id(self))
+            _sync_process_hooks()
             ref = weakref.ref(self)
 
             def watch(module, args, kwargs, output):
@@ -310,6 +312,7 @@ class ForwardHooks:
             handle.remove()
         _stop_following_through_process(id(self))
         _LIVE.discard(self)
+        _sync_process_hooks()
 
     def __getstate__(self):
         return {"owner": self.owner, "local": self.local, "steps": (self.d_steps, self.prior_stepped,
@@ -365,14 +368,25 @@ class ForwardHooks:
 _LIVE: "weakref.WeakSet[ForwardHooks]" = weakref.WeakSet()  # every ForwardHooks not removed
 _THROUGH_PROCESS: dict[int, weakref.ref] = {}                # those following G through the process's module hook
 _following_through_process = 0                               # len(_THROUGH_PROCESS), the traced fast path's test
-_process_handles: list = []
+_module_handle = None                                        # the process's module forward hook, while needed
+_optimizer_handle = None                                     # the process's optimizer step hook, while needed
 
 
-def _process_hooks() -> None:
-    """Register the process's module forward hook and optimizer step hook, once."""
-    if not _process_handles:
-        _process_handles.append(register_module_forward_hook(_watch_any_module, with_kwargs=True))
-        _process_handles.append(register_optimizer_step_post_hook(_after_any_optimizer_step))
+def _sync_process_hooks() -> None:
+    """Register the process's hooks while a regularizer needs them, and remove them once none does. Called from
+    ``attach()``, ``move_onto()`` and ``remove()`` alone: a collection only lowers the count, so that the hook
+    dictionaries Dynamo guards never change while it compiles."""
+    global _module_handle, _optimizer_handle
+    if _THROUGH_PROCESS and _module_handle is None:
+        _module_handle = register_module_forward_hook(_watch_any_module, with_kwargs=True)
+    elif not _THROUGH_PROCESS and _module_handle is not None:
+        _module_handle.remove()
+        _module_handle = None
+    if len(_LIVE) and _optimizer_handle is None:
+        _optimizer_handle = register_optimizer_step_post_hook(_after_any_optimizer_step)
+    elif not len(_LIVE) and _optimizer_handle is not None:
+        _optimizer_handle.remove()
+        _optimizer_handle = None
 
 
 def _follow_through_process(hooks: ForwardHooks) -> None:
