@@ -381,9 +381,9 @@ def test_deep_copy_follows_g_through_the_process_hook_and_the_original_keeps_wor
 
     gc.collect()  # regularizers that earlier tests dropped stop following G when collected
     info, G, D = _setup()
-    before = following._following_through_process
+    before = len(following._THROUGH_PROCESS)
     twin = copy.deepcopy(D)
-    assert following._following_through_process == before + 1
+    assert len(following._THROUGH_PROCESS) == before + 1
     latent, codes = info.sample(4)
     D(G(latent).detach())
     assert torch.isfinite(info.loss(codes))

@@ -530,9 +530,9 @@ def test_after_the_first_loss_the_plugin_follows_g_with_a_hook_on_g_alone(augmen
     from torch_infogan import following
 
     gc.collect()  # regularizers that earlier tests dropped stop following G when collected
-    before = following._following_through_process
+    before = len(following._THROUGH_PROCESS)
     info, G, D = _setup()
-    assert following._following_through_process == before + 1  # until G is known
+    assert len(following._THROUGH_PROCESS) == before + 1  # until G is known
     process_hooks = [h for h in torch_module._global_forward_hooks.values() if h is following._watch_any_module]
     assert len(process_hooks) == 1  # one module hook for the process, however many regularizers
     for _ in range(3):  # the first step finds G; the next ones run with the hook on G
@@ -542,7 +542,7 @@ def test_after_the_first_loss_the_plugin_follows_g_with_a_hook_on_g_alone(augmen
         loss = info.loss(codes)
         assert torch.isfinite(loss)
         loss.backward()
-        assert following._following_through_process == before  # other modules: one integer test at most
+        assert len(following._THROUGH_PROCESS) == before  # G found: the process hook no longer follows it
         assert (following._module_handle is None) == (before == 0)  # and no hook at all once none follows
         assert len(G._forward_hooks) == 1
     with torch.no_grad():
@@ -550,7 +550,7 @@ def test_after_the_first_loss_the_plugin_follows_g_with_a_hook_on_g_alone(augmen
     with pytest.raises(InfoGANError, match="two different generated batches" if not augmented else "ran on the gen"):
         D(again)
     info.remove()
-    assert not G._forward_hooks and following._following_through_process == before
+    assert not G._forward_hooks and len(following._THROUGH_PROCESS) == before
 
 
 def test_label_loss_trains_q_and_the_trunk_not_g_and_names_the_categories():

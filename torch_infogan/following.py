@@ -269,10 +269,10 @@ class ForwardHooks:
     The process has one of each hook however many regularizers there are (``_sync_process_hooks``: registered
     while one needs it, removed by the plug-in's own calls once none does); they reach the live
     ``ForwardHooks`` through weak references, so a discriminator dropped without ``remove()`` does not stay
-    alive in them. Under torch.compile the module hook's common case is a test of one module-level integer
-    (how many regularizers still follow G through it), and everything else runs eagerly: Dynamo never traces
-    a weak reference that garbage collection could clear between tracing and building its guards, and a
-    collection never changes the hook dictionaries it guards."""
+    alive in them. Both run eagerly under torch.compile (a graph break at each module while the module hook is
+    registered, that is until the first ``loss()``): Dynamo never traces a weak reference that garbage
+    collection could clear between tracing and building its guards, and a collection never changes the hook
+    dictionaries it guards."""
 
     def __init__(self, owner, discriminator: nn.Module, layer: nn.Module):
         self.owner = owner  # held strongly, as the discriminator's hooks hold it: an unpickled one keeps it
@@ -367,15 +367,14 @@ class ForwardHooks:
 # The process-wide hooks and what they reach (see ``ForwardHooks``).
 _LIVE: "weakref.WeakSet[ForwardHooks]" = weakref.WeakSet()  # every ForwardHooks not removed
 _THROUGH_PROCESS: dict[int, weakref.ref] = {}                # those following G through the process's module hook
-_following_through_process = 0                               # len(_THROUGH_PROCESS), the traced fast path's test
 _module_handle = None                                        # the process's module forward hook, while needed
 _optimizer_handle = None                                     # the process's optimizer step hook, while needed
 
 
 def _sync_process_hooks() -> None:
     """Register the process's hooks while a regularizer needs them, and remove them once none does. Called from
-    ``attach()``, ``move_onto()`` and ``remove()`` alone: a collection only lowers the count, so that the hook
-    dictionaries Dynamo guards never change while it compiles."""
+    ``attach()``, ``move_onto()`` and ``remove()`` alone: a collection only drops its regularizer from
+    ``_THROUGH_PROCESS``, so that the hook dictionaries Dynamo guards never change while it compiles."""
     global _module_handle, _optimizer_handle
     if _THROUGH_PROCESS and _module_handle is None:
         _module_handle = register_module_forward_hook(_watch_any_module, with_kwargs=True)
@@ -390,25 +389,15 @@ def _sync_process_hooks() -> None:
 
 
 def _follow_through_process(hooks: ForwardHooks) -> None:
-    global _following_through_process
     _THROUGH_PROCESS[id(hooks)] = weakref.ref(hooks)
-    _following_through_process = len(_THROUGH_PROCESS)
 
 
 def _stop_following_through_process(key: int) -> None:
-    global _following_through_process
     _THROUGH_PROCESS.pop(key, None)
-    _following_through_process = len(_THROUGH_PROCESS)
-
-
-def _watch_any_module(module, args, kwargs, output):
-    if _following_through_process:
-        _watch_eagerly(module, args, kwargs, output)
-    return None
 
 
 @torch.compiler.disable
-def _watch_eagerly(module, args, kwargs, output) -> None:
+def _watch_any_module(module, args, kwargs, output) -> None:
     for ref in list(_THROUGH_PROCESS.values()):
         hooks = ref()
         if hooks is not None:
