@@ -285,8 +285,8 @@ class ForwardHooks:
     def _join_process(self) -> None:
         _LIVE.add(self)
         self.generator_hook = None
-        _follow_through_process(self)
-        weakref.finalize(self, _stop_following_through_process, id(self))
+        _THROUGH_PROCESS[id(self)] = weakref.ref(self)
+        weakref.finalize(self, _THROUGH_PROCESS.pop, id(self), None)
         _sync_process_hooks()
 
     @property
@@ -296,7 +296,7 @@ class ForwardHooks:
     def move_onto(self, generator: nn.Module) -> None:
         """Follow G's output with a hook on G's module instead of the process's module hook."""
         if not self.on_generator:
-            _stop_following_through_process(id(self))
+            _THROUGH_PROCESS.pop(id(self), None)
             _sync_process_hooks()
             ref = weakref.ref(self)
 
@@ -310,7 +310,7 @@ class ForwardHooks:
     def remove(self) -> None:
         for handle in [*self.local, *([self.generator_hook] if self.generator_hook is not None else [])]:
             handle.remove()
-        _stop_following_through_process(id(self))
+        _THROUGH_PROCESS.pop(id(self), None)
         _LIVE.discard(self)
         _sync_process_hooks()
 
@@ -386,14 +386,6 @@ def _sync_process_hooks() -> None:
     elif not len(_LIVE) and _optimizer_handle is not None:
         _optimizer_handle.remove()
         _optimizer_handle = None
-
-
-def _follow_through_process(hooks: ForwardHooks) -> None:
-    _THROUGH_PROCESS[id(hooks)] = weakref.ref(hooks)
-
-
-def _stop_following_through_process(key: int) -> None:
-    _THROUGH_PROCESS.pop(key, None)
 
 
 @torch.compiler.disable
