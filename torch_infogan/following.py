@@ -308,8 +308,10 @@ class ForwardHooks:
             self.generator_hook = generator.register_forward_hook(watch, with_kwargs=True)
 
     def remove(self) -> None:
-        for handle in [*self.local, *([self.generator_hook] if self.generator_hook is not None else [])]:
+        for handle in self.local:
             handle.remove()
+        if self.generator_hook is not None:
+            self.generator_hook.remove()
         _THROUGH_PROCESS.pop(id(self), None)
         _LIVE.discard(self)
         _sync_process_hooks()
@@ -381,9 +383,9 @@ def _sync_process_hooks() -> None:
     elif not _THROUGH_PROCESS and _module_handle is not None:
         _module_handle.remove()
         _module_handle = None
-    if len(_LIVE) and _optimizer_handle is None:
+    if _LIVE and _optimizer_handle is None:
         _optimizer_handle = register_optimizer_step_post_hook(_after_any_optimizer_step)
-    elif not len(_LIVE) and _optimizer_handle is not None:
+    elif not _LIVE and _optimizer_handle is not None:
         _optimizer_handle.remove()
         _optimizer_handle = None
 
